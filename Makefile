@@ -1,0 +1,29 @@
+# The two commands a new user needs: `make run` and `make test`.
+
+GO       ?= go
+PKGS     ?= ./...
+# Go's race detector needs cgo.
+export CGO_ENABLED ?= 1
+
+.PHONY: test build vet fmt bench
+
+## test: vet, then every test with the race detector against the local
+## PostgreSQL (TENANCY_TEST_DATABASE_URL overrides the server).
+test: vet
+	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+
+## build: the tenancy binary into bin/.
+build:
+	$(GO) build -o bin/tenancy ./cmd/tenancy
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+## bench: every benchmark once, with the figures the issues ask for.
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
