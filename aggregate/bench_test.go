@@ -20,7 +20,9 @@ func benchStream(b *testing.B, n int) []aggregate.Envelope {
 	h.do(t, aggregate.CompleteProvisioning{})
 	h.do(t, aggregate.ConvertTrial{})
 	cycle := []func(i int) aggregate.Command{
-		func(int) aggregate.Command { return aggregate.Suspend{Reason: aggregate.ReasonPaymentFailed, Note: "declined"} },
+		func(int) aggregate.Command {
+			return aggregate.Suspend{Reason: aggregate.ReasonPaymentFailed, Note: "declined"}
+		},
 		func(int) aggregate.Command { return aggregate.Resume{} },
 		func(i int) aggregate.Command {
 			return aggregate.UpdateProfile{Labels: &map[string]string{"n": string(rune('a' + i%26))}}
