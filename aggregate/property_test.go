@@ -167,3 +167,29 @@ func refold(t *testing.T, envs []aggregate.Envelope) *aggregate.Tenant {
 	}
 	return aggregate.Fold(decoded)
 }
+
+func TestSnapshotRoundTripsTheWholeState(t *testing.T) {
+	t.Parallel()
+	for seq := 0; seq < 300; seq++ {
+		r := rand.New(rand.NewPCG(uint64(seq), 9))
+		h := &history{tenant: &aggregate.Tenant{}, now: t0}
+		for step := 0; step < 30; step++ {
+			h.now = h.now.Add(time.Duration(r.IntN(48*60)) * time.Minute)
+			cmd := randomCommand(r, h.now)
+			if evs, err := h.tenant.Decide(cmd, h.now, cat); err == nil {
+				h.apply(cmd, evs)
+			}
+		}
+		b, err := aggregate.MarshalSnapshot(h.tenant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := aggregate.UnmarshalSnapshot(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := refold(t, h.events); !reflect.DeepEqual(back, want) {
+			t.Fatalf("seq %d: snapshot round trip differs:\n got %+v\nwant %+v", seq, back, want)
+		}
+	}
+}
