@@ -1,0 +1,198 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenancyhq/tenancy/eventstore"
+)
+
+// appendSQL appends a batch in one statement, so one round trip and one
+// (implicit) transaction: it reads the stream's version through the unique
+// (stream, version) index, inserts the events only if that version is the one
+// expected ($2 is -2 for Any, -1 for NoStream, which is also the version of a
+// stream without events), and notifies subscribers in the same transaction,
+// so the notification is sent when, and only if, the events commit.
+//
+// A concurrent append that reads the same version inserts the same (stream,
+// version) and waits on the index for the first to end; if that one commits,
+// it fails with a unique violation, which Append reports as a wrong expected
+// version. No row means the expected version did not match.
+//
+// Positions come from the identity in insert order, which is the order of
+// the events, so versions and positions grow together.
+const appendSQL = `
+WITH cur AS (
+	SELECT coalesce(max(version), -1) AS version FROM events WHERE stream = $1
+), ins AS (
+	INSERT INTO events (stream, version, event_id, event_type, schema_version, data, metadata)
+	SELECT $1, cur.version + e.ord, e.event_id, e.event_type, e.schema_version, e.data, coalesce(e.metadata, '{}')
+	FROM cur, unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])
+		WITH ORDINALITY AS e(event_id, event_type, schema_version, data, metadata, ord)
+	WHERE $2::bigint = -2 OR $2::bigint = cur.version
+	ORDER BY e.ord
+	RETURNING version, transaction_id, position
+), notified AS (
+	SELECT pg_notify('` + notifyChannel + `', '') FROM ins LIMIT 1
+)
+SELECT version, transaction_id, position, (SELECT count(*) FROM notified)
+FROM ins ORDER BY position DESC LIMIT 1`
+
+// storedSQL says, for each id of a refused append in order, where the event
+// with that id is stored (NULLs if it is not), along with the stream's
+// current version (-1 when it has no events).
+const storedSQL = `
+SELECT coalesce((SELECT max(version) FROM events WHERE stream = $1), -1),
+	e.stream, e.version, e.transaction_id, e.position
+FROM unnest($2::uuid[]) WITH ORDINALITY AS ids(event_id, ord)
+LEFT JOIN events e ON e.event_id = ids.event_id
+ORDER BY ids.ord`
+
+// querier is what an append runs on: the pool, or a caller's transaction.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Append implements eventstore.Appender in one statement and one transaction.
+//
+// A refused append is explained with a second query: if the very same event
+// ids already sit, in order, in this stream at the place expected, the append
+// is a retry after an unknown outcome and returns the original result; an id
+// stored anywhere else wraps eventstore.ErrDuplicateEventID; otherwise the
+// stream is not at the expected version and the error is an
+// *eventstore.WrongExpectedVersionError, also when the append lost a race with
+// a concurrent one. Appends with eventstore.Any that lose such a race are
+// tried again, as Any promises to append whatever the stream's state.
+func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.EventData) (eventstore.AppendResult, error) {
+	for {
+		res, err := s.append(ctx, s.pool, stream, expected, events)
+		var wev *eventstore.WrongExpectedVersionError
+		if expected == eventstore.Any && errors.As(err, &wev) && ctx.Err() == nil {
+			continue // another append took the version first; someone made progress
+		}
+		return res, err
+	}
+}
+
+// append runs one attempt on q, which may be a transaction: then the events
+// are written, and subscribers notified, when the caller commits.
+func (s *Store) append(ctx context.Context, q querier, stream string, expected eventstore.ExpectedVersion, events []eventstore.EventData) (eventstore.AppendResult, error) {
+	if err := checkBatch(stream, events); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	ids := make([]uuid.UUID, len(events))
+	types := make([]string, len(events))
+	schemas := make([]int32, len(events))
+	data := make([][]byte, len(events))
+	meta := make([][]byte, len(events))
+	for i, e := range events {
+		ids[i], types[i], schemas[i], data[i], meta[i] = e.ID, e.Type, int32(e.SchemaVersion), e.Data, e.Metadata
+	}
+	var (
+		version  int64
+		res      eventstore.AppendResult
+		notified int64
+	)
+	err := q.QueryRow(ctx, appendSQL, stream, int64(expected), ids, types, schemas, data, meta).
+		Scan(&version, &res.Position.Commit, &res.Position.Prepare, &notified)
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		res.NextExpectedVersion = uint64(version)
+		return res, nil
+	case errors.Is(err, pgx.ErrNoRows), errors.As(err, &pgErr) && pgErr.Code == "23505": // unique_violation
+		// q may be a transaction the error aborted: explain it on the pool.
+		return s.refused(ctx, stream, expected, ids)
+	default:
+		return eventstore.AppendResult{}, fmt.Errorf("append %s: %w", stream, err)
+	}
+}
+
+// checkBatch refuses batches that cannot be stored: Append needs at least one
+// event, each with an id of its own.
+func checkBatch(stream string, events []eventstore.EventData) error {
+	if len(events) == 0 {
+		return fmt.Errorf("append %s: no events", stream)
+	}
+	seen := make(map[uuid.UUID]struct{}, len(events))
+	for _, e := range events {
+		if e.ID == uuid.Nil {
+			return fmt.Errorf("append %s: event of type %q has no id", stream, e.Type)
+		}
+		if _, dup := seen[e.ID]; dup {
+			return fmt.Errorf("append %s: event %s twice in one append: %w", stream, e.ID, eventstore.ErrDuplicateEventID)
+		}
+		seen[e.ID] = struct{}{}
+	}
+	return nil
+}
+
+// refused explains an append that wrote nothing: a retry of an append that
+// already succeeded, a duplicate event id, or a wrong expected version.
+func (s *Store) refused(ctx context.Context, stream string, expected eventstore.ExpectedVersion, ids []uuid.UUID) (eventstore.AppendResult, error) {
+	rows, err := s.pool.Query(ctx, storedSQL, stream, ids)
+	if err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("append %s: look up refused events: %w", stream, err)
+	}
+	type place struct {
+		stream  *string
+		version *int64
+		pos     eventstore.Position
+	}
+	var (
+		current int64
+		places  []place
+	)
+	for rows.Next() {
+		var p place
+		var commit, prepare *uint64
+		if err := rows.Scan(&current, &p.stream, &p.version, &commit, &prepare); err != nil {
+			rows.Close()
+			return eventstore.AppendResult{}, fmt.Errorf("append %s: look up refused events: %w", stream, err)
+		}
+		if commit != nil && prepare != nil {
+			p.pos = eventstore.Position{Commit: *commit, Prepare: *prepare}
+		}
+		places = append(places, p)
+	}
+	if err := rows.Err(); err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("append %s: look up refused events: %w", stream, err)
+	}
+
+	stored, dup := 0, -1
+	for i, p := range places {
+		if p.stream != nil {
+			stored++
+			if dup < 0 {
+				dup = i
+			}
+		}
+	}
+	if stored == 0 {
+		return eventstore.AppendResult{}, &eventstore.WrongExpectedVersionError{Stream: stream, Expected: expected, Actual: current}
+	}
+	// A retry: every id stored, in order, in this stream, starting where the
+	// append expected the stream to end.
+	first := places[0]
+	retry := stored == len(places) && *first.stream == stream &&
+		(expected == eventstore.Any || *first.version == int64(expected)+1)
+	for i, p := range places {
+		if !retry {
+			break
+		}
+		retry = *p.stream == stream && *p.version == *first.version+int64(i)
+	}
+	if retry {
+		last := places[len(places)-1]
+		return eventstore.AppendResult{NextExpectedVersion: uint64(*last.version), Position: last.pos}, nil
+	}
+	p := places[dup]
+	return eventstore.AppendResult{}, fmt.Errorf("append %s at %s: event %s is stored in %s at version %d: %w",
+		stream, expected, ids[dup], *p.stream, *p.version, eventstore.ErrDuplicateEventID)
+}

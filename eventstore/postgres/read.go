@@ -1,0 +1,316 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenancyhq/tenancy/eventstore"
+)
+
+// eventColumns are the columns scanEvent reads, in its order.
+const eventColumns = `e.position, e.transaction_id, e.stream, e.version, e.event_id,
+	e.event_type, e.schema_version, e.data, e.metadata, e.recorded_at`
+
+// Stream reads go straight to the unique (stream, version) index. They see
+// every committed event of the stream; the feed's visibility rule does not
+// apply, as a stream is ordered by version, which concurrency control keeps
+// gap-free.
+const (
+	readForwardSQL = `SELECT ` + eventColumns + ` FROM events e
+WHERE e.stream = $1 AND e.version >= $2 ORDER BY e.version LIMIT $3`
+	readBackwardSQL = `SELECT ` + eventColumns + ` FROM events e
+WHERE e.stream = $1 AND e.version <= $2 ORDER BY e.version DESC LIMIT $3`
+	streamExistsSQL = `SELECT EXISTS (SELECT 1 FROM events WHERE stream = $1)`
+)
+
+// readFeedSQL reads a page of the global feed strictly after ($1, $2), in
+// (transaction id, position) order, matching the LIKE patterns $3 (all if
+// NULL), at most $4 events (all if NULL). It reads only events whose
+// transaction id is below the snapshot's xmin: those transactions have all
+// ended, and any transaction that has not ended, or has not started, has an
+// id at or above it, so nothing can ever be added before what this returns.
+//
+// From the same snapshot it returns the xmin and the transaction id of the
+// newest committed event: that one at or above xmin means committed events
+// are waiting for an older transaction to end. The outer row exists even when
+// no event is returned (the event columns are then NULL).
+const readFeedSQL = `
+SELECT h.xmin, h.last_xid, ` + eventColumns + `
+FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
+		(SELECT transaction_id FROM events ORDER BY transaction_id DESC, position DESC LIMIT 1) AS last_xid) h
+LEFT JOIN LATERAL (
+	SELECT * FROM events
+	WHERE (transaction_id, position) > ($1::xid8, $2::bigint)
+		AND transaction_id < h.xmin
+		AND ($3::text[] IS NULL OR stream LIKE ANY ($3::text[]))
+	ORDER BY transaction_id, position
+	LIMIT $4
+) e ON true
+ORDER BY e.transaction_id, e.position`
+
+// headSQL returns the xmin, the newest committed event's transaction id and
+// the position of the last event below xmin (the last a reader can reach).
+const headSQL = `
+SELECT h.xmin, h.last_xid, r.transaction_id, r.position
+FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
+		(SELECT transaction_id FROM events ORDER BY transaction_id DESC, position DESC LIMIT 1) AS last_xid) h
+LEFT JOIN LATERAL (
+	SELECT transaction_id, position FROM events
+	WHERE transaction_id < h.xmin
+	ORDER BY transaction_id DESC, position DESC LIMIT 1
+) r ON true`
+
+// xminSQL is the oldest transaction still running, the feed's horizon.
+const xminSQL = `SELECT pg_snapshot_xmin(pg_current_snapshot())`
+
+// countAfterSQL counts what readFeedSQL would return without a limit.
+const countAfterSQL = `
+SELECT count(*) FROM events
+WHERE (transaction_id, position) > ($1::xid8, $2::bigint)
+	AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+	AND ($3::text[] IS NULL OR stream LIKE ANY ($3::text[]))`
+
+// ReadStream implements eventstore.StreamReader.
+func (s *Store) ReadStream(ctx context.Context, stream string, direction eventstore.Direction, from int64, limit int) ([]eventstore.RecordedEvent, error) {
+	sql, start := readForwardSQL, max(from, 0)
+	if direction == eventstore.Backward {
+		sql, start = readBackwardSQL, from
+		if start < 0 {
+			start = math.MaxInt64
+		}
+	}
+	rows, err := s.pool.Query(ctx, sql, stream, start, limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", stream, err)
+	}
+	evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (eventstore.RecordedEvent, error) {
+		var e eventstore.RecordedEvent
+		err := r.Scan(eventDest(&e)...)
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", stream, err)
+	}
+	if len(evs) > 0 {
+		return evs, nil
+	}
+	var exists bool
+	if err := s.pool.QueryRow(ctx, streamExistsSQL, stream).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("read %s: %w", stream, err)
+	}
+	if !exists {
+		return nil, fmt.Errorf("read %s: %w", stream, eventstore.ErrStreamNotFound)
+	}
+	return nil, nil
+}
+
+// ReadAll implements eventstore.FeedReader. What it returns is final: no event
+// can later appear before it.
+//
+// When it would stop short because events committed before the call wait for
+// an older transaction to end, it waits for that, up to the settle time (see
+// WithSettle), and reads on, so that a caller reads its own appends.
+func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, filter eventstore.Filter, limit int) ([]eventstore.RecordedEvent, error) {
+	patterns := likePatterns(filter)
+	p, err := readFeed(ctx, s.pool, after, patterns, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read all after %s: %w", after, err)
+	}
+	evs := p.events
+	if (limit > 0 && len(evs) >= limit) || !p.waiting() {
+		return evs, nil
+	}
+	if ok, err := s.waitHorizon(ctx, p.lastXID); err != nil || !ok {
+		return evs, err
+	}
+	from, rest := after, 0
+	if len(evs) > 0 {
+		from = evs[len(evs)-1].Position
+	}
+	if limit > 0 {
+		rest = limit - len(evs)
+	}
+	more, err := readFeed(ctx, s.pool, from, patterns, rest)
+	if err != nil {
+		return nil, fmt.Errorf("read all after %s: %w", from, err)
+	}
+	return append(evs, more.events...), nil
+}
+
+// Head implements eventstore.FeedReader: the position of the last event a
+// reader can reach, under the same rule as ReadAll. Like ReadAll, it waits up
+// to the settle time for events committed before the call to become
+// reachable.
+func (s *Store) Head(ctx context.Context) (eventstore.Position, error) {
+	var (
+		xmin, lastXID   *uint64
+		commit, prepare *uint64
+	)
+	read := func() error {
+		if err := s.pool.QueryRow(ctx, headSQL).Scan(&xmin, &lastXID, &commit, &prepare); err != nil {
+			return fmt.Errorf("head: %w", err)
+		}
+		return nil
+	}
+	if err := read(); err != nil {
+		return eventstore.Start, err
+	}
+	if lastXID != nil && *lastXID >= *xmin {
+		ok, err := s.waitHorizon(ctx, *lastXID)
+		if err != nil {
+			return eventstore.Start, fmt.Errorf("head: %w", err)
+		}
+		if ok {
+			if err := read(); err != nil {
+				return eventstore.Start, err
+			}
+		}
+	}
+	if commit == nil {
+		return eventstore.Start, nil
+	}
+	return eventstore.Position{Commit: *commit, Prepare: *prepare}, nil
+}
+
+// CountAfter returns how many events matching filter a reader at after has
+// still to read: those ReadAll would return, without a limit. The projection
+// runner reports it as its lag.
+func (s *Store) CountAfter(ctx context.Context, after eventstore.Position, filter eventstore.Filter) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, countAfterSQL, after.Commit, after.Prepare, likePatterns(filter)).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count events after %s: %w", after, err)
+	}
+	return n, nil
+}
+
+// feedPage is one read of the feed with what the snapshot said about it.
+type feedPage struct {
+	events []eventstore.RecordedEvent
+	// xmin is the snapshot's oldest running transaction: every event below
+	// it was visible to the read.
+	xmin uint64
+	// lastXID is the transaction id of the newest committed event, 0 if none.
+	lastXID uint64
+}
+
+// waiting reports whether committed events wait for an older transaction
+// to end before the feed can return them.
+func (p feedPage) waiting() bool { return p.lastXID != 0 && p.lastXID >= p.xmin }
+
+// readFeed reads one page of the feed (see readFeedSQL).
+func readFeed(ctx context.Context, q querier, after eventstore.Position, patterns []string, limit int) (feedPage, error) {
+	rows, err := q.Query(ctx, readFeedSQL, after.Commit, after.Prepare, patterns, limitArg(limit))
+	if err != nil {
+		return feedPage{}, err
+	}
+	defer rows.Close()
+	var p feedPage
+	for rows.Next() {
+		var (
+			xmin    uint64
+			lastXID *uint64
+			e       nullableEvent
+		)
+		if err := rows.Scan(append([]any{&xmin, &lastXID}, e.dest()...)...); err != nil {
+			return feedPage{}, err
+		}
+		p.xmin = xmin
+		if lastXID != nil {
+			p.lastXID = *lastXID
+		}
+		if e.position != nil {
+			p.events = append(p.events, e.event())
+		}
+	}
+	return p, rows.Err()
+}
+
+// waitHorizon waits until every transaction up to xid has ended, polling
+// with a short back-off for at most the settle time. It reports whether it
+// got there.
+func (s *Store) waitHorizon(ctx context.Context, xid uint64) (bool, error) {
+	deadline := time.Now().Add(s.settle)
+	for wait := time.Millisecond; ; wait = min(2*wait, 20*time.Millisecond) {
+		var xmin uint64
+		if err := s.pool.QueryRow(ctx, xminSQL).Scan(&xmin); err != nil {
+			return false, fmt.Errorf("wait for transactions up to %d: %w", xid, err)
+		}
+		if xmin > xid {
+			return true, nil
+		}
+		if time.Until(deadline) <= 0 {
+			return false, nil
+		}
+		t := time.NewTimer(min(wait, time.Until(deadline)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// likePatterns turns a filter's stream prefixes into LIKE patterns; nil
+// (SQL NULL) matches every stream.
+func likePatterns(f eventstore.Filter) []string {
+	if len(f.StreamPrefixes) == 0 {
+		return nil
+	}
+	escape := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	out := make([]string, len(f.StreamPrefixes))
+	for i, p := range f.StreamPrefixes {
+		out[i] = escape.Replace(p) + "%"
+	}
+	return out
+}
+
+// limitArg is a LIMIT parameter: NULL, no limit, when limit <= 0.
+func limitArg(limit int) *int64 {
+	if limit <= 0 {
+		return nil
+	}
+	n := int64(limit)
+	return &n
+}
+
+// eventDest are the scan destinations of eventColumns.
+func eventDest(e *eventstore.RecordedEvent) []any {
+	return []any{&e.Position.Prepare, &e.Position.Commit, &e.Stream, &e.Version, &e.ID,
+		&e.Type, &e.SchemaVersion, &e.Data, &e.Metadata, &e.RecordedAt}
+}
+
+// nullableEvent scans eventColumns from the outer side of a LEFT JOIN.
+type nullableEvent struct {
+	position, transactionID *uint64
+	stream, typ             *string
+	version                 *uint64
+	id                      *[16]byte
+	schemaVersion           *int
+	data, metadata          []byte
+	recordedAt              *time.Time
+}
+
+func (n *nullableEvent) dest() []any {
+	return []any{&n.position, &n.transactionID, &n.stream, &n.version, &n.id,
+		&n.typ, &n.schemaVersion, &n.data, &n.metadata, &n.recordedAt}
+}
+
+func (n *nullableEvent) event() eventstore.RecordedEvent {
+	return eventstore.RecordedEvent{
+		ID:            *n.id,
+		Type:          *n.typ,
+		SchemaVersion: *n.schemaVersion,
+		Stream:        *n.stream,
+		Version:       *n.version,
+		Position:      eventstore.Position{Commit: *n.transactionID, Prepare: *n.position},
+		Data:          n.data,
+		Metadata:      n.metadata,
+		RecordedAt:    *n.recordedAt,
+	}
+}
