@@ -163,7 +163,7 @@ func featureRequired(c *Catalog, e Edition, t PolicyType, f Feature) *Error {
 	if spec, ok := c.editions[e]; ok && slices.Contains(spec.Features, f) {
 		msg += ", which an override switches off for this tenant"
 	} else if min, ok := c.MinimumEditionFor(f); ok {
-		msg += fmt.Sprintf(", which edition %q does not include; it is available from edition %s", e, min)
+		msg += fmt.Sprintf(", which edition %s does not include; it is available from edition %s", editionName(e), min)
 	} else {
 		msg += ", which no edition includes"
 	}
