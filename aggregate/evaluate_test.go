@@ -17,8 +17,6 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 // now is a Wednesday morning, 10:30:15 UTC.
 var now = time.Date(2025, 6, 4, 10, 30, 15, 0, time.UTC)
 
-func ptr[T any](v T) *T { return &v }
-
 // tenant returns an active, paid-up tenant of edition e in us-east-1, changed by mods.
 func tenant(e Edition, mods ...func(*PolicySubject)) PolicySubject {
 	s := PolicySubject{
