@@ -39,6 +39,11 @@ type Error struct {
 	Status  Status
 	Command CommandName
 	Allowed []CommandName
+	// Feature is the feature a CodeFeatureRequired refusal needs, and
+	// RequiredEdition the lowest edition that has it (empty if none does or
+	// only an override switched it off).
+	Feature         Feature
+	RequiredEdition Edition
 	// Conflicts lists what stands in the way (for example the enforced policies
 	// a downgrade would break).
 	Conflicts []string

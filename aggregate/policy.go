@@ -160,14 +160,16 @@ func ValidatePolicy(c *Catalog, ent Entitlements, p PolicySetting) (PolicySettin
 // edition to upgrade to.
 func featureRequired(c *Catalog, e Edition, t PolicyType, f Feature) *Error {
 	msg := fmt.Sprintf("policy %s requires feature %s", t, f)
+	var required Edition
 	if spec, ok := c.editions[e]; ok && slices.Contains(spec.Features, f) {
 		msg += ", which an override switches off for this tenant"
 	} else if min, ok := c.MinimumEditionFor(f); ok {
 		msg += fmt.Sprintf(", which edition %s does not include; it is available from edition %s", editionName(e), min)
+		required = min
 	} else {
 		msg += ", which no edition includes"
 	}
-	return &Error{Code: CodeFeatureRequired, Field: "type", Rule: "feature_required", Message: msg}
+	return &Error{Code: CodeFeatureRequired, Field: "type", Rule: "feature_required", Message: msg, Feature: f, RequiredEdition: required}
 }
 
 // PolicyConflicts lists the enforced policies that entitlements ent would
