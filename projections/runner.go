@@ -437,8 +437,12 @@ func (r *Runner) project(ctx context.Context, l *leadership, batch []eventstore.
 func (r *Runner) applyWithRetries(ctx context.Context, l *leadership, events []eventstore.RecordedEvent) (int, error) {
 	for attempt := 1; ; attempt++ {
 		err := r.commitBatch(ctx, l, events)
+		if ctx.Err() != nil {
+			// Whatever failed, it failed because the lead ended.
+			return attempt, context.Cause(ctx)
+		}
 		var fail *applyError
-		if err == nil || !errors.As(err, &fail) || ctx.Err() != nil {
+		if err == nil || !errors.As(err, &fail) {
 			return attempt, err
 		}
 		if len(events) == 1 && attempt == 1 {

@@ -34,24 +34,41 @@ func TestRunnerAppliesEveryEventOnceAcrossCancellations(t *testing.T) {
 		appendEvents(t, store, 1000, 10)
 
 		const restarts = 40
-		var crashes int // in Apply; more land in the checkpoint move and commit
+		var crashes int // runs that crashed in a batch (not while waiting)
 		for i := range restarts {
 			appendEvents(t, store, 25, 10)
 			ctx, cancel := context.WithCancel(context.Background())
-			crashAt := []string{"before", "after", "", ""}[rng.intN(4)]
+			// Each run crashes in its first or second batch: before Apply's
+			// writes, after them (the checkpoint is never moved), or on a
+			// timer started at the end of Apply (which lands in the checkpoint
+			// move, the commit, or just after it).
+			crashBatch, crashAt := 1+rng.intN(3)/2, []string{"before", "after", "timer"}[rng.intN(3)]
+			batch := 0
 			p.hook = func(ctx context.Context, stage string) error {
-				if stage == crashAt {
-					crashes++ // Apply runs on this goroutine: Run is synchronous here
+				// Apply runs on this goroutine: Run is synchronous here.
+				if stage == "before" {
+					batch++
+				}
+				switch {
+				case batch != crashBatch:
+					if stage == "after" { // no second batch may come: end the run anyway
+						time.AfterFunc(30*time.Millisecond, cancel)
+					}
+				case stage == crashAt:
+					crashes++
 					cancel()
 					return errCrash
+				case crashAt == "timer" && stage == "after":
+					crashes++
+					time.AfterFunc(time.Duration(rng.intN(3000))*time.Microsecond, cancel)
 				}
 				return nil
 			}
-			timer := time.AfterFunc(time.Duration(rng.intN(60))*time.Millisecond, cancel)
+			safety := time.AfterFunc(5*time.Second, cancel)
 			opts := testOptions(t, fmt.Sprintf("run-%d", i))
 			opts.LockPollInterval = 10 * time.Millisecond
 			err := projections.NewRunner(pool, store, p, opts).Run(ctx)
-			timer.Stop()
+			safety.Stop()
 			cancel()
 			if err != nil {
 				t.Fatalf("run %d: %v", i, err)
@@ -61,9 +78,9 @@ func TestRunnerAppliesEveryEventOnceAcrossCancellations(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("after %d interrupted runs: checkpoint %s, %d Apply calls, %d crashed inside Apply", restarts, cp, p.calls.Load(), crashes)
-		if crashes < 5 {
-			t.Fatalf("only %d runs crashed inside Apply: the test proves little", crashes)
+		t.Logf("after %d interrupted runs: checkpoint %s, %d Apply calls, %d crashed in a batch", restarts, cp, p.calls.Load(), crashes)
+		if crashes < 8 || cp.IsZero() {
+			t.Fatalf("%d runs crashed in a batch, checkpoint %s: the test proves little", crashes, cp)
 		}
 
 		p.hook = nil
@@ -122,7 +139,7 @@ func TestRunnerAppliesEveryEventOnceAcrossKill9(t *testing.T) {
 	store := newPGTableFeed(pool, 50)
 	p := newRecorder("kill9")
 	p.createTable(t, pool)
-	appendEvents(t, store, 1500, 10)
+	last := appendEvents(t, store, 1500, 10)
 
 	// Events arrive while children run and die.
 	stopAppending := make(chan struct{})
@@ -133,10 +150,12 @@ func TestRunnerAppliesEveryEventOnceAcrossKill9(t *testing.T) {
 			case <-stopAppending:
 				return
 			case <-time.After(20 * time.Millisecond):
-				if _, err := appendEventsErr(store, 10, 10); err != nil {
+				pos, err := appendEventsErr(store, 10, 10)
+				if err != nil {
 					t.Errorf("append while children run: %v", err)
 					return
 				}
+				last = pos // read only after appending.Wait
 			}
 		}
 	})
@@ -179,9 +198,8 @@ func TestRunnerAppliesEveryEventOnceAcrossKill9(t *testing.T) {
 	}
 
 	stopOnce()
-	head := headOf(t, store)
 	start(t, projections.NewRunner(pool, store, p, testOptions(t, "parent")))
-	waitCaughtUp(t, pool, p.name, head, 20*time.Second)
+	waitCaughtUp(t, pool, p.name, last, 20*time.Second)
 	assertAppliedOnce(t, pool, store, p)
 	t.Logf("%d events applied by the children, the rest by the parent", byChildren)
 }
