@@ -13,7 +13,7 @@ import (
 
 // FeedCounter is implemented by feeds that can count events cheaply (the
 // Postgres adapter, with one query). Status uses it for the lag; other feeds
-// are counted by reading, up to lagCountCap events.
+// are counted by reading, up to 100,000 events (lagCountCap).
 type FeedCounter interface {
 	// CountAfter returns how many events strictly after after match filter.
 	CountAfter(ctx context.Context, after eventstore.Position, filter eventstore.Filter) (int64, error)

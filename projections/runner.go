@@ -148,6 +148,7 @@ type HaltedError struct {
 	Err error
 }
 
+// Error names the projection, the event and the projection's error.
 func (e *HaltedError) Error() string {
 	if e.EventID == uuid.Nil {
 		return fmt.Sprintf("projection %s halted: %v", e.Projection, e.Err)
@@ -235,7 +236,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		var halted *HaltedError
 		switch {
 		case errors.As(err, &halted):
-			r.log.Error("projection halted; run `projections retry` or `projections skip` to resume", "err", err)
+			r.log.Error("projection halted: fix it and retry its failures, or skip the event (RetryFailures, SkipFailure)", "err", err)
 			return fmt.Errorf("run projection %s: %w", r.name, err)
 		case errors.Is(err, errFenced):
 			r.log.Warn("lost the lead: checkpoint moved by another leader or an operator; taking it again", "err", err)
