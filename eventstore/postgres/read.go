@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/tenancyhq/tenancy/eventstore"
 )
 
@@ -19,13 +17,23 @@ const eventColumns = `e.position, e.transaction_id, e.stream, e.version, e.event
 // Stream reads go straight to the unique (stream, version) index. They see
 // every committed event of the stream; the feed's visibility rule does not
 // apply, as a stream is ordered by version, which concurrency control keeps
-// gap-free.
+// gap-free. Whether the stream exists comes from the same snapshot, so a
+// stream created meanwhile is either read or not found, never empty.
 const (
-	readForwardSQL = `SELECT ` + eventColumns + ` FROM events e
-WHERE e.stream = $1 AND e.version >= $2 ORDER BY e.version LIMIT $3`
-	readBackwardSQL = `SELECT ` + eventColumns + ` FROM events e
-WHERE e.stream = $1 AND e.version <= $2 ORDER BY e.version DESC LIMIT $3`
-	streamExistsSQL = `SELECT EXISTS (SELECT 1 FROM events WHERE stream = $1)`
+	readForwardSQL = `
+SELECT s.found, ` + eventColumns + `
+FROM (SELECT EXISTS (SELECT 1 FROM events WHERE stream = $1) AS found) s
+LEFT JOIN LATERAL (
+	SELECT * FROM events WHERE stream = $1 AND version >= $2 ORDER BY version LIMIT $3
+) e ON true
+ORDER BY e.version`
+	readBackwardSQL = `
+SELECT s.found, ` + eventColumns + `
+FROM (SELECT EXISTS (SELECT 1 FROM events WHERE stream = $1) AS found) s
+LEFT JOIN LATERAL (
+	SELECT * FROM events WHERE stream = $1 AND version <= $2 ORDER BY version DESC LIMIT $3
+) e ON true
+ORDER BY e.version DESC`
 )
 
 // readFeedSQL reads a page of the global feed strictly after ($1, $2), in
@@ -88,25 +96,27 @@ func (s *Store) ReadStream(ctx context.Context, stream string, direction eventst
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", stream, err)
 	}
-	evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (eventstore.RecordedEvent, error) {
-		var e eventstore.RecordedEvent
-		err := r.Scan(eventDest(&e)...)
-		return e, err
-	})
-	if err != nil {
+	defer rows.Close()
+	var (
+		found bool
+		evs   []eventstore.RecordedEvent
+	)
+	for rows.Next() {
+		var e nullableEvent
+		if err := rows.Scan(append([]any{&found}, e.dest()...)...); err != nil {
+			return nil, fmt.Errorf("read %s: %w", stream, err)
+		}
+		if e.position != nil {
+			evs = append(evs, e.event())
+		}
+	}
+	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read %s: %w", stream, err)
 	}
-	if len(evs) > 0 {
-		return evs, nil
-	}
-	var exists bool
-	if err := s.pool.QueryRow(ctx, streamExistsSQL, stream).Scan(&exists); err != nil {
-		return nil, fmt.Errorf("read %s: %w", stream, err)
-	}
-	if !exists {
+	if !found {
 		return nil, fmt.Errorf("read %s: %w", stream, eventstore.ErrStreamNotFound)
 	}
-	return nil, nil
+	return evs, nil
 }
 
 // ReadAll implements eventstore.FeedReader. What it returns is final: no event
@@ -277,12 +287,6 @@ func limitArg(limit int) *int64 {
 	}
 	n := int64(limit)
 	return &n
-}
-
-// eventDest are the scan destinations of eventColumns.
-func eventDest(e *eventstore.RecordedEvent) []any {
-	return []any{&e.Position.Prepare, &e.Position.Commit, &e.Stream, &e.Version, &e.ID,
-		&e.Type, &e.SchemaVersion, &e.Data, &e.Metadata, &e.RecordedAt}
 }
 
 // nullableEvent scans eventColumns from the outer side of a LEFT JOIN.

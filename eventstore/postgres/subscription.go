@@ -15,10 +15,14 @@ import (
 // errClosed ends Next on a closed subscription.
 var errClosed = errors.New("subscription closed")
 
-// minWait is the first pause of a subscription whose next events are
-// committed but wait for an older transaction to end; it doubles up to the
-// poll interval.
-const minWait = 2 * time.Millisecond
+// A subscription whose next events are committed but wait for an older
+// transaction to end pauses minWait, then twice as long each time, up to
+// maxWait (or the poll interval if shorter): the end of that transaction is
+// announced by no notification when it rolls back or wrote no event.
+const (
+	minWait = 2 * time.Millisecond
+	maxWait = 100 * time.Millisecond
+)
 
 // SubscribeAll implements eventstore.Subscriber. The subscription holds a
 // connection of its own (not one of the pool's, so that subscriptions never
@@ -125,7 +129,7 @@ func (sub *subscription) Next(parent context.Context) ([]eventstore.RecordedEven
 		// Otherwise sleep until an append notifies, or the poll interval.
 		wait := sub.store.pollInterval
 		if p.waiting() {
-			backoff = min(max(2*backoff, minWait), sub.store.pollInterval)
+			backoff = min(max(2*backoff, minWait), maxWait, sub.store.pollInterval)
 			wait = backoff
 		} else {
 			backoff = 0
