@@ -11,7 +11,7 @@ import (
 )
 
 // TestStatusReportsLagWhenBehindAndNoneWhenCaughtUp runs on a feed that
-// counts (pgtable, a FeedCounter) and one that is counted by reading (memory).
+// counts (postgres, a FeedCounter) and one that is counted by reading (memory).
 func TestStatusReportsLagWhenBehindAndNoneWhenCaughtUp(t *testing.T) {
 	t.Parallel()
 	forEachFeed(t, func(t *testing.T, pool *pgxpool.Pool, store runnerTestStore) {

@@ -122,13 +122,13 @@ func TestRunnerChildProcess(t *testing.T) {
 		time.Sleep(time.Duration(rng.intN(4)) * time.Millisecond)
 		return nil
 	}
-	if err := projections.NewRunner(pool, newPGTableFeed(pool, 50), p, testOptions(t, p.by)).Run(ctx); err != nil {
+	if err := projections.NewRunner(pool, newPostgresFeed(pool), p, testOptions(t, p.by)).Run(ctx); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // TestRunnerAppliesEveryEventOnceAcrossKill9 runs the runner in child
-// processes over a Postgres feed, SIGKILLs each at a random moment while
+// processes over the Postgres event store, SIGKILLs each at a random moment while
 // events keep arriving, then finishes in-process: every event must be
 // applied exactly once, none missing.
 func TestRunnerAppliesEveryEventOnceAcrossKill9(t *testing.T) {
@@ -136,7 +136,7 @@ func TestRunnerAppliesEveryEventOnceAcrossKill9(t *testing.T) {
 	pool, dbURL := pgtest.NewMigrated(t)
 	ctx := context.Background()
 	rng := newLockedRand(t)
-	store := newPGTableFeed(pool, 50)
+	store := newPostgresFeed(pool)
 	p := newRecorder("kill9")
 	p.createTable(t, pool)
 	last := appendEvents(t, store, 1500, 10)

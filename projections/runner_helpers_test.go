@@ -17,6 +17,7 @@ import (
 
 	"github.com/tenancyhq/tenancy/eventstore"
 	"github.com/tenancyhq/tenancy/eventstore/memory"
+	"github.com/tenancyhq/tenancy/eventstore/postgres"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 	"github.com/tenancyhq/tenancy/projections"
 )
@@ -34,13 +35,21 @@ type runnerFeedCase struct {
 	open func(t *testing.T, pool *pgxpool.Pool) runnerTestStore
 }
 
-// runnerFeeds are the stores the runner tests run against. Add the Postgres
-// adapter here (postgres.New(pool)) once it exists.
+// runnerFeeds are the stores the runner tests run against: the memory store
+// (fast; Status counts its lag by reading) and the Postgres adapter (a
+// projections.FeedCounter, and visible to the child processes of the kill -9
+// test). Add the EventStoreDB adapter here when it exists.
 func runnerFeeds() []runnerFeedCase {
 	return []runnerFeedCase{
 		{"memory", func(*testing.T, *pgxpool.Pool) runnerTestStore { return memory.New() }},
-		{"pgtable", func(_ *testing.T, pool *pgxpool.Pool) runnerTestStore { return newPGTableFeed(pool, 100) }},
+		{"postgres", func(_ *testing.T, pool *pgxpool.Pool) runnerTestStore { return newPostgresFeed(pool) }},
 	}
+}
+
+// newPostgresFeed is the Postgres adapter with small batches (more batches,
+// more places to crash) and quick polling.
+func newPostgresFeed(pool *pgxpool.Pool) *postgres.Store {
+	return postgres.New(pool, postgres.WithBatchSize(100), postgres.WithPollInterval(50*time.Millisecond))
 }
 
 // forEachFeed runs fn as a parallel sub-test per feed, each on its own

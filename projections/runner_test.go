@@ -130,7 +130,7 @@ func TestRunnerStopsProjectingWhenLockConnectionBreaks(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewMigrated(t)
 	ctx := context.Background()
-	store := newPGTableFeed(pool, 100)
+	store := newPostgresFeed(pool)
 	p := newRecorder("lockloss")
 	p.createTable(t, pool)
 	entered, cancelled := make(chan struct{}), make(chan struct{})
