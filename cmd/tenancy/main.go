@@ -1,0 +1,201 @@
+// Command tenancy runs the event-sourced tenancy service and its operator tools.
+//
+//	tenancy serve     the API and the projections in one process
+//	tenancy project   the projections alone (run beside API-only replicas)
+//	tenancy migrate   apply the database migrations
+//	tenancy version   print the version
+//
+// Configuration comes from flags, each with an environment variable as its
+// default (DATABASE_URL, EVENTSTORE_URL, NATS_URL, HTTP_ADDR, …).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tenancyhq/tenancy/internal/app"
+	"github.com/tenancyhq/tenancy/migrations"
+	"github.com/tenancyhq/tenancy/projections"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRoot(os.Stdout, os.Stderr).ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "tenancy:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the flags shared by the commands.
+type options struct {
+	databaseURL   string
+	eventStoreURL string
+	httpAddr      string
+	logFormat     string
+	logLevel      string
+	noMigrate     bool
+	noProjections bool
+	onFailure     string
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	o := &options{}
+	root := &cobra.Command{
+		Use:   "tenancy",
+		Short: "Event-sourced tenancy service: the system of record for tenant organizations",
+		Long: `tenancy manages the lifecycle of tenant organizations (provisioning, trials,
+activation, suspension, cancellation, region migration, termination, erasure),
+their editions, policies and billing standing. Every change is an event in the
+tenant's stream; a Postgres read model and subscribers are fed from it.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&o.databaseURL, "database-url", env("DATABASE_URL", app.DefaultDatabaseURL), "Postgres database (created if missing) [$DATABASE_URL]")
+	pf.StringVar(&o.eventStoreURL, "eventstore-url", env("EVENTSTORE_URL", ""), "event store; empty: the Postgres database [$EVENTSTORE_URL]")
+	pf.StringVar(&o.logFormat, "log-format", env("LOG_FORMAT", "json"), "log format: json or text [$LOG_FORMAT]")
+	pf.StringVar(&o.logLevel, "log-level", env("LOG_LEVEL", "info"), "log level: debug, info, warn or error [$LOG_LEVEL]")
+
+	serve := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the API and the projections",
+		Long: `serve runs the REST API and, unless --no-projections, the projections that feed
+the read model. It applies the migrations at start unless --no-migrate.
+SIGTERM or Ctrl-C stop it gracefully: it stops accepting requests, finishes
+those in flight, lets projections commit their batch, and exits 0.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd.Context(), o, stderr, o.httpAddr, !o.noProjections)
+		},
+	}
+	serve.Flags().StringVar(&o.httpAddr, "http-addr", env("HTTP_ADDR", ":8000"), "address the API listens on [$HTTP_ADDR]")
+	serve.Flags().BoolVar(&o.noProjections, "no-projections", false, "do not run projections here (run tenancy project elsewhere)")
+	addRunFlags(serve, o)
+
+	project := &cobra.Command{
+		Use:   "project",
+		Short: "Run the projections alone, without the API",
+		Long: `project runs the projections (read model) without the API, for deployments that
+split them from API replicas started with serve --no-projections. Each
+projection runs on one replica at a time; others take over when it stops.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), o, stderr, "", true) },
+	}
+	addRunFlags(project, o)
+
+	migrate := &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply the database migrations",
+		Long:  "migrate applies every migration not yet applied (it is safe to run again, and from several replicas at once).",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(stderr, o)
+			if err != nil {
+				return err
+			}
+			a, err := app.Open(cmd.Context(), app.Config{DatabaseURL: o.databaseURL, Migrate: true, Logger: log, Version: version})
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			conn, err := a.Pool().Acquire(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer conn.Release()
+			cur, _, err := migrations.Status(cmd.Context(), conn.Conn())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "database is at schema version %d\n", cur)
+			return nil
+		},
+	}
+
+	versionCmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "tenancy", version) },
+	}
+	root.AddCommand(serve, project, migrate, versionCmd)
+	return root
+}
+
+func addRunFlags(cmd *cobra.Command, o *options) {
+	cmd.Flags().BoolVar(&o.noMigrate, "no-migrate", false, "do not apply migrations at start")
+	cmd.Flags().StringVar(&o.onFailure, "projection-failure", env("PROJECTION_FAILURE", "halt"),
+		"what a projection does with an event it cannot apply after retries: halt or skip (recorded either way) [$PROJECTION_FAILURE]")
+}
+
+func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, withProjections bool) error {
+	log, err := newLogger(stderr, o)
+	if err != nil {
+		return err
+	}
+	policy := projections.Halt
+	switch o.onFailure {
+	case "halt":
+	case "skip":
+		policy = projections.Skip
+	default:
+		return fmt.Errorf("--projection-failure %q: want halt or skip", o.onFailure)
+	}
+	a, err := app.Open(ctx, app.Config{
+		DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr,
+		Migrate: !o.noMigrate, Projections: withProjections, ProjectionFailure: policy,
+		Holder: app.DefaultHolder(), Version: version, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if addr := a.Addr(); addr != "" {
+		base := "http://" + strings.Replace(addr, "[::]", "localhost", 1)
+		log.Info("tenancy is serving", "api", base+"/api/v1/tenants", "docs", base+"/docs", "health", base+"/health/ready", "version", version)
+	} else {
+		log.Info("tenancy is projecting", "version", version)
+	}
+	if err := a.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("tenancy stopped")
+	return nil
+}
+
+func newLogger(w io.Writer, o *options) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", o.logLevel, err)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	switch o.logFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, hopts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, hopts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", o.logFormat)
+}

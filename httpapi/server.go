@@ -1,0 +1,235 @@
+// Package httpapi is the REST API of the tenancy service: an Echo server whose
+// routes, OpenAPI 3.1 document and request validation all come from one route
+// table, so the document cannot drift from the server. Every error leaves as
+// RFC 9457 application/problem+json.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/swaggest/swgui/v5emb"
+
+	"github.com/tenancyhq/tenancy/aggregate"
+	"github.com/tenancyhq/tenancy/commands"
+	"github.com/tenancyhq/tenancy/eventstore"
+	"github.com/tenancyhq/tenancy/queries"
+)
+
+// Commands is what the API needs of the write side.
+type Commands interface {
+	Create(ctx context.Context, cmd aggregate.Create, idempotencyKey string, meta aggregate.Metadata) (commands.Result, error)
+	Execute(ctx context.Context, req commands.Request) (commands.Result, error)
+	Load(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, []aggregate.Envelope, error)
+}
+
+// Queries is what the API needs of the read side.
+type Queries interface {
+	Get(ctx context.Context, idOrExternalID string) (*aggregate.Tenant, eventstore.Position, error)
+	List(ctx context.Context, f queries.ListFilter) (queries.Page, error)
+	Events(ctx context.Context, tenantID uuid.UUID, f queries.EventFilter) (queries.EventPage, error)
+	WaitFor(ctx context.Context, pos eventstore.Position, timeout time.Duration) error
+}
+
+// Deps are the server's collaborators.
+type Deps struct {
+	Commands    Commands
+	Queries     Queries
+	Catalog     *aggregate.Catalog
+	Idempotency IdempotencyStore
+	Health      *Health
+	Logger      *slog.Logger
+	// Now is the clock policy evaluation uses (default time.Now).
+	Now func() time.Time
+}
+
+// Options tune the server.
+type Options struct {
+	// ConsistencyWait bounds how long a read waits for the read model to reach
+	// a consistency token (default 2 s).
+	ConsistencyWait time.Duration
+	// IdempotencyTTL is how long an Idempotency-Key is remembered (default 24 h).
+	IdempotencyTTL time.Duration
+	// Version is reported by /health.
+	Version string
+}
+
+// Server is the HTTP API. It implements http.Handler.
+type Server struct {
+	echo    *echo.Echo
+	deps    Deps
+	opts    Options
+	logger  *slog.Logger
+	openapi *openAPI
+}
+
+// New builds the server and its routes.
+func New(deps Deps, opts Options) (*Server, error) {
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Catalog == nil {
+		deps.Catalog = aggregate.DefaultCatalog()
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.Health == nil {
+		deps.Health = NewHealth()
+	}
+	if opts.ConsistencyWait <= 0 {
+		opts.ConsistencyWait = 2 * time.Second
+	}
+	if opts.IdempotencyTTL <= 0 {
+		opts.IdempotencyTTL = 24 * time.Hour
+	}
+	s := &Server{echo: echo.New(), deps: deps, opts: opts, logger: deps.Logger}
+	e := s.echo
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler(s.logger)
+	// The server decodes bodies itself, strictly; Echo's binder is not used.
+	e.JSONSerializer = compactJSON{}
+
+	routes := s.routes()
+	oa, err := newOpenAPI(buildDocument(routes, deps.Catalog, opts.Version))
+	if err != nil {
+		return nil, fmt.Errorf("openapi document: %w", err)
+	}
+	s.openapi = oa
+
+	e.Use(s.correlation)
+	e.Use(s.accessLog)
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+		s.logger.ErrorContext(c.Request().Context(), "panic", "err", err, "stack", string(stack))
+		return err
+	}}))
+	e.Use(middleware.BodyLimit("1M"))
+
+	for _, r := range routes {
+		h := r.handler
+		mws := []echo.MiddlewareFunc{s.openapi.validate}
+		if r.idempotent() && deps.Idempotency != nil {
+			mws = append([]echo.MiddlewareFunc{s.idempotency}, mws...)
+		}
+		e.Add(r.method, echoPath(r.path), h, mws...)
+	}
+	e.GET("/openapi.json", func(c echo.Context) error { return c.JSONBlob(http.StatusOK, s.openapi.json) })
+	docs := v5emb.New("Tenancy service API", "/openapi.json", "/docs/")
+	e.GET("/docs", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/docs/") })
+	e.GET("/docs/*", echo.WrapHandler(docs))
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
+
+// Routes lists every method and path the server answers, in OpenAPI form
+// ("/api/v1/tenants/{id}"), for documentation and tests.
+func (s *Server) Routes() []string {
+	var out []string
+	for _, r := range s.echo.Routes() {
+		out = append(out, r.Method+" "+r.Path)
+	}
+	return out
+}
+
+// echoPath turns "/tenants/{id}" into Echo's "/tenants/:id".
+func echoPath(p string) string {
+	var b strings.Builder
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "" {
+			continue
+		}
+		b.WriteByte('/')
+		if strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "}") {
+			b.WriteString(":" + seg[1:len(seg)-1])
+			continue
+		}
+		b.WriteString(seg)
+	}
+	return b.String()
+}
+
+// compactJSON serializes responses without Echo's default indentation
+// options, and refuses to bind (handlers decode strictly themselves).
+type compactJSON struct{}
+
+func (compactJSON) Serialize(c echo.Context, i any, indent string) error {
+	enc := json.NewEncoder(c.Response())
+	if indent != "" {
+		enc.SetIndent("", indent)
+	}
+	return enc.Encode(i)
+}
+
+func (compactJSON) Deserialize(c echo.Context, i any) error { return decodeBody(c, i) }
+
+// ---- correlation ids and access logs ----
+
+type ctxKey int
+
+const correlationKey ctxKey = iota
+
+// correlation takes the correlation id from X-Correlation-ID or X-Request-ID
+// (or makes one), returns it on the response and carries it in the context.
+func (s *Server) correlation(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		id := req.Header.Get("X-Correlation-ID")
+		if id == "" {
+			id = req.Header.Get("X-Request-ID")
+		}
+		if id == "" || len(id) > 128 || strings.ContainsFunc(id, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+			id = uuid.NewString()
+		}
+		c.Response().Header().Set("X-Correlation-ID", id)
+		c.SetRequest(req.WithContext(context.WithValue(req.Context(), correlationKey, id)))
+		return next(c)
+	}
+}
+
+func correlationID(c echo.Context) string {
+	id, _ := c.Request().Context().Value(correlationKey).(string)
+	return id
+}
+
+// accessLog writes one line per request.
+func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		route := c.Path()
+		if route == "" {
+			route = "(unmatched)"
+		}
+		s.logger.LogAttrs(c.Request().Context(), slog.LevelInfo, "request",
+			slog.String("method", c.Request().Method),
+			slog.String("route", route),
+			slog.Int("status", c.Response().Status),
+			slog.Duration("duration", time.Since(start)),
+			slog.String("correlation_id", correlationID(c)),
+			slog.String("tenant", c.Param("id")),
+		)
+		return nil
+	}
+}
+
+// metadata is the event metadata of a command sent through the API.
+func (s *Server) metadata(c echo.Context) aggregate.Metadata {
+	return aggregate.Metadata{
+		CorrelationID: correlationID(c),
+		Actor:         "anonymous",
+		TraceParent:   c.Request().Header.Get("traceparent"),
+	}
+}

@@ -1,0 +1,532 @@
+package httpapi
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/tenancyhq/tenancy/aggregate"
+	"github.com/tenancyhq/tenancy/commands"
+	"github.com/tenancyhq/tenancy/eventstore"
+	"github.com/tenancyhq/tenancy/queries"
+)
+
+// tenantView is a tenant as the API shows it: its state and what it may do next.
+type tenantView struct {
+	*aggregate.Tenant
+	AllowedCommands []aggregate.CommandName `json:"allowed_commands"`
+}
+
+func view(t *aggregate.Tenant) tenantView {
+	allowed := aggregate.AllowedCommands(t.Status)
+	if allowed == nil {
+		allowed = []aggregate.CommandName{}
+	}
+	return tenantView{Tenant: t, AllowedCommands: allowed}
+}
+
+// ---- headers ----
+
+// etag is the tenant's version as a weak entity tag.
+func etag(version uint64) string { return `W/"` + strconv.FormatUint(version, 10) + `"` }
+
+// ifMatch reads If-Match ("W/\"3\"", "\"3\"" or "3"); nil when absent or "*".
+func ifMatch(c echo.Context) (*uint64, error) {
+	h := strings.TrimSpace(c.Request().Header.Get("If-Match"))
+	if h == "" || h == "*" {
+		return nil, nil
+	}
+	v := strings.Trim(strings.TrimPrefix(h, "W/"), `"`)
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return nil, invalidField("If-Match", "etag", `If-Match must be an ETag this API returned, such as W/"3".`)
+	}
+	return &n, nil
+}
+
+// tenantRef resolves the {id} path parameter: a tenant uuid, or an external
+// id looked up in the read model.
+func (s *Server) tenantRef(c echo.Context) (uuid.UUID, error) {
+	raw := c.Param("id")
+	if id, err := uuid.Parse(raw); err == nil {
+		return id, nil
+	}
+	if aggregate.IsExternalID(raw) {
+		t, _, err := s.deps.Queries.Get(c.Request().Context(), raw)
+		if err != nil {
+			return uuid.Nil, err
+		}
+		return t.ID, nil
+	}
+	return uuid.Nil, newProblem(http.StatusNotFound, typeNotFound, "Not found", "A tenant id is a UUID or an external id like ORG-1A2B3C4D.")
+}
+
+// waitConsistent makes a read wait until the read model has reached the
+// consistency token the client sent (header X-Consistency-Token or query
+// consistent_with), for at most Options.ConsistencyWait.
+func (s *Server) waitConsistent(c echo.Context) error {
+	token := c.Request().Header.Get("X-Consistency-Token")
+	field := "X-Consistency-Token"
+	if token == "" {
+		token, field = c.QueryParam("consistent_with"), "consistent_with"
+	}
+	if token == "" {
+		return nil
+	}
+	pos, err := eventstore.ParsePosition(token)
+	if err != nil {
+		return invalidField(field, "consistency_token", "The consistency token must be one this API returned in X-Consistency-Token.")
+	}
+	return s.deps.Queries.WaitFor(c.Request().Context(), pos, s.opts.ConsistencyWait)
+}
+
+// respond sends a command's result: the new state, its ETag and the
+// consistency token a later read can wait for.
+func (s *Server) respond(c echo.Context, status int, res commands.Result) error {
+	h := c.Response().Header()
+	h.Set("ETag", etag(res.Version))
+	h.Set("X-Consistency-Token", res.Position.String())
+	if res.Duplicate {
+		h.Set("Idempotent-Replayed", "true")
+	}
+	return c.JSON(status, view(res.Tenant))
+}
+
+// execute runs cmd on the tenant named in the path.
+func (s *Server) execute(c echo.Context, cmd aggregate.Command) error {
+	id, err := s.tenantRef(c)
+	if err != nil {
+		return err
+	}
+	return s.executeOn(c, id, cmd)
+}
+
+func (s *Server) executeOn(c echo.Context, id uuid.UUID, cmd aggregate.Command) error {
+	expected, err := ifMatch(c)
+	if err != nil {
+		return err
+	}
+	res, err := s.deps.Commands.Execute(c.Request().Context(), commands.Request{
+		TenantID: id, Command: cmd, ExpectedVersion: expected,
+		IdempotencyKey: c.Request().Header.Get("Idempotency-Key"), Metadata: s.metadata(c),
+	})
+	if err != nil {
+		return err
+	}
+	return s.respond(c, http.StatusOK, res)
+}
+
+// ---- tenants ----
+
+func (s *Server) createTenant(c echo.Context) error {
+	var req createRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	return s.create(c, req.command())
+}
+
+func (s *Server) create(c echo.Context, cmd aggregate.Create) error {
+	res, err := s.deps.Commands.Create(c.Request().Context(), cmd, c.Request().Header.Get("Idempotency-Key"), s.metadata(c))
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Location", "/api/v1/tenants/"+res.TenantID.String())
+	return s.respond(c, http.StatusCreated, res)
+}
+
+func (s *Server) getTenant(c echo.Context) error {
+	if err := s.waitConsistent(c); err != nil {
+		return err
+	}
+	t, _, err := s.deps.Queries.Get(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	tag := etag(t.Version)
+	c.Response().Header().Set("ETag", tag)
+	if inm := c.Request().Header.Get("If-None-Match"); inm != "" && (inm == tag || strings.Trim(strings.TrimPrefix(inm, "W/"), `"`) == strconv.FormatUint(t.Version, 10)) {
+		return c.NoContent(http.StatusNotModified)
+	}
+	return c.JSON(http.StatusOK, view(t))
+}
+
+func (s *Server) patchTenant(c echo.Context) error {
+	var req patchRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	profile := aggregate.UpdateProfile{Contacts: req.Contacts, Metadata: req.Metadata, Labels: req.Labels, ComplianceStandards: req.ComplianceStandards}
+	hasProfile := req.Contacts != nil || req.Metadata != nil || req.Labels != nil || req.ComplianceStandards != nil
+	if req.Name == nil && !hasProfile {
+		return invalidField("body", "at_least_one_field", "Give at least one of name, contacts, metadata, labels, compliance_standards.")
+	}
+	id, err := s.tenantRef(c)
+	if err != nil {
+		return err
+	}
+	if req.Name == nil {
+		return s.executeOn(c, id, profile)
+	}
+	if !hasProfile {
+		return s.executeOn(c, id, aggregate.Rename{Name: *req.Name})
+	}
+	// Both: check the profile change against the current state first, so a
+	// refused profile does not leave a half-applied rename behind.
+	t, _, err := s.deps.Commands.Load(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	if _, err := t.Decide(profile, s.deps.Now(), s.deps.Catalog); err != nil {
+		return err
+	}
+	expected, err := ifMatch(c)
+	if err != nil {
+		return err
+	}
+	key := c.Request().Header.Get("Idempotency-Key")
+	first, err := s.deps.Commands.Execute(c.Request().Context(), commands.Request{TenantID: id, Command: aggregate.Rename{Name: *req.Name},
+		ExpectedVersion: expected, IdempotencyKey: suffixKey(key, "rename"), Metadata: s.metadata(c)})
+	if err != nil {
+		return err
+	}
+	res, err := s.deps.Commands.Execute(c.Request().Context(), commands.Request{TenantID: id, Command: profile,
+		IdempotencyKey: suffixKey(key, "profile"), Metadata: s.metadata(c)})
+	if err != nil {
+		return err
+	}
+	if len(res.Events) == 0 {
+		res.Position = first.Position
+	}
+	return s.respond(c, http.StatusOK, res)
+}
+
+func suffixKey(key, part string) string {
+	if key == "" {
+		return ""
+	}
+	return key + "/" + part
+}
+
+func (s *Server) runVerb(v verb) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		cmd, err := v.decode(c)
+		if err != nil {
+			return err
+		}
+		return s.execute(c, cmd)
+	}
+}
+
+func (s *Server) setPolicy(c echo.Context) error {
+	var req policyRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	p := aggregate.PolicySetting{Type: aggregate.PolicyType(c.Param("type")), Enforced: req.Enforced == nil || *req.Enforced, Settings: req.Settings}
+	return s.execute(c, aggregate.SetPolicy{Policy: p})
+}
+
+func (s *Server) removePolicy(c echo.Context) error {
+	return s.execute(c, aggregate.RemovePolicy{Type: aggregate.PolicyType(c.Param("type"))})
+}
+
+func (s *Server) setOverride(c echo.Context) error {
+	var req overrideRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	return s.execute(c, aggregate.SetOverride{Key: c.Param("key"), Enabled: req.Enabled, Value: req.Value})
+}
+
+func (s *Server) clearOverride(c echo.Context) error {
+	return s.execute(c, aggregate.ClearOverride{Key: c.Param("key")})
+}
+
+// ---- reads ----
+
+type tenantPage struct {
+	Items      []tenantView `json:"items"`
+	NextCursor string       `json:"next_cursor,omitempty"`
+}
+
+func (s *Server) listTenants(c echo.Context) error {
+	if err := s.waitConsistent(c); err != nil {
+		return err
+	}
+	q := c.QueryParams()
+	f := queries.ListFilter{Sort: q.Get("sort"), Order: q.Get("order"), Cursor: q.Get("cursor"), NamePrefix: q.Get("name_prefix")}
+	var err error
+	if f.Statuses, err = enumList(q, "status", aggregate.Statuses()); err != nil {
+		return err
+	}
+	if f.Editions, err = enumList(q, "edition", aggregate.Editions()); err != nil {
+		return err
+	}
+	if f.Regions, err = enumList(q, "region", aggregate.Regions()); err != nil {
+		return err
+	}
+	if f.BillingStatuses, err = enumList(q, "billing_status", aggregate.BillingStatuses()); err != nil {
+		return err
+	}
+	for _, l := range splitList(q, "label") {
+		k, v, _ := strings.Cut(l, "=")
+		if f.Labels == nil {
+			f.Labels = map[string]string{}
+		}
+		f.Labels[k] = v
+	}
+	if f.CreatedAfter, err = timeParam(q, "created_after"); err != nil {
+		return err
+	}
+	if f.CreatedBefore, err = timeParam(q, "created_before"); err != nil {
+		return err
+	}
+	if f.Limit, err = intParam(q, "limit"); err != nil {
+		return err
+	}
+	page, err := s.deps.Queries.List(c.Request().Context(), f)
+	if err != nil {
+		return err
+	}
+	out := tenantPage{Items: make([]tenantView, len(page.Tenants)), NextCursor: page.NextCursor}
+	for i, t := range page.Tenants {
+		out.Items[i] = view(t)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+type eventPage struct {
+	Items      []queries.EventRecord `json:"items"`
+	NextCursor string                `json:"next_cursor,omitempty"`
+}
+
+func (s *Server) listEvents(c echo.Context) error {
+	if err := s.waitConsistent(c); err != nil {
+		return err
+	}
+	id, err := s.tenantRef(c)
+	if err != nil {
+		return err
+	}
+	q := c.QueryParams()
+	f := queries.EventFilter{Types: splitList(q, "type"), Cursor: q.Get("cursor")}
+	for _, t := range f.Types {
+		if _, ok := aggregate.NewEvent(t); !ok {
+			return invalidField("type", "enum", fmt.Sprintf("%q is not an event type; one of %s.", t, strings.Join(aggregate.EventTypes(), ", ")))
+		}
+	}
+	if f.After, err = timeParam(q, "after"); err != nil {
+		return err
+	}
+	if f.Before, err = timeParam(q, "before"); err != nil {
+		return err
+	}
+	if f.Limit, err = intParam(q, "limit"); err != nil {
+		return err
+	}
+	page, err := s.deps.Queries.Events(c.Request().Context(), id, f)
+	if err != nil {
+		return err
+	}
+	items := page.Events
+	if items == nil {
+		items = []queries.EventRecord{}
+	}
+	return c.JSON(http.StatusOK, eventPage{Items: items, NextCursor: page.NextCursor})
+}
+
+// readTenant loads the tenant named in the path from the read model.
+func (s *Server) readTenant(c echo.Context) (*aggregate.Tenant, error) {
+	if err := s.waitConsistent(c); err != nil {
+		return nil, err
+	}
+	t, _, err := s.deps.Queries.Get(c.Request().Context(), c.Param("id"))
+	return t, err
+}
+
+type entitlementsView struct {
+	aggregate.Entitlements
+	Overrides aggregate.Overrides `json:"overrides"`
+}
+
+func (s *Server) getEntitlements(c echo.Context) error {
+	t, err := s.readTenant(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, entitlementsView{Entitlements: t.Entitlements(s.deps.Catalog), Overrides: t.Overrides})
+}
+
+type transitionView struct {
+	Command aggregate.CommandName `json:"command"`
+	To      aggregate.Status      `json:"to"`
+}
+
+type transitionsView struct {
+	Status          aggregate.Status        `json:"status"`
+	AllowedCommands []aggregate.CommandName `json:"allowed_commands"`
+	Transitions     []transitionView        `json:"transitions"`
+}
+
+func (s *Server) getTransitions(c echo.Context) error {
+	t, err := s.readTenant(c)
+	if err != nil {
+		return err
+	}
+	out := transitionsView{Status: t.Status, AllowedCommands: view(t).AllowedCommands, Transitions: []transitionView{}}
+	for _, tr := range aggregate.Transitions() {
+		if tr.From == t.Status {
+			out.Transitions = append(out.Transitions, transitionView{Command: tr.Command, To: tr.To})
+		}
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) evaluatePolicy(c echo.Context) error {
+	var req aggregate.PolicyRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	if err := s.deps.Catalog.ValidatePolicyRequest(req); err != nil {
+		return err
+	}
+	t, err := s.readTenant(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, s.deps.Catalog.Evaluate(t.PolicySubject(s.deps.Catalog), req, s.deps.Now()))
+}
+
+type catalogView struct {
+	Version  string                  `json:"version"`
+	Editions []aggregate.EditionSpec `json:"editions"`
+}
+
+func (s *Server) listEditions(c echo.Context) error {
+	out := catalogView{Version: s.deps.Catalog.Version()}
+	for _, e := range aggregate.Editions() {
+		if spec, ok := s.deps.Catalog.Edition(e); ok {
+			out.Editions = append(out.Editions, spec)
+		}
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// ---- the original service's routes ----
+
+func (s *Server) legacyCreate(c echo.Context) error {
+	var req legacyCreateRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	return s.create(c, aggregate.Create{Name: req.Name, Edition: req.Edition, Region: req.Region})
+}
+
+func (s *Server) legacySuspend(c echo.Context) error {
+	var req suspendRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	if req.Reason == "" {
+		req.Reason = aggregate.ReasonAdminAction
+	}
+	return s.execute(c, aggregate.Suspend{Reason: req.Reason, Severity: req.Severity, Note: req.Note, AutoResumeAt: req.AutoResumeAt})
+}
+
+// legacyActivate keeps the original "activate" meaning "make it ACTIVE":
+// it completes provisioning (and converts the trial that starts), converts a
+// trial, or resumes a suspension, as the tenant's status needs.
+func (s *Server) legacyActivate(c echo.Context) error {
+	id, err := s.tenantRef(c)
+	if err != nil {
+		return err
+	}
+	t, _, err := s.deps.Commands.Load(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	switch t.Status {
+	case aggregate.StatusProvisioning:
+		res, err := s.deps.Commands.Execute(c.Request().Context(), commands.Request{TenantID: id, Command: aggregate.CompleteProvisioning{},
+			IdempotencyKey: suffixKey(c.Request().Header.Get("Idempotency-Key"), "provision"), Metadata: s.metadata(c)})
+		if err != nil {
+			return err
+		}
+		if res.Tenant.Status == aggregate.StatusActive {
+			return s.respond(c, http.StatusOK, res)
+		}
+		return s.executeOn(c, id, aggregate.Activate{})
+	case aggregate.StatusSuspended:
+		return s.executeOn(c, id, aggregate.Resume{})
+	default:
+		return s.executeOn(c, id, aggregate.Activate{})
+	}
+}
+
+// ---- query parameters ----
+
+// splitList reads a repeatable, comma-separated query parameter.
+func splitList(q url.Values, name string) []string {
+	var out []string
+	for _, v := range q[name] {
+		for _, part := range strings.Split(v, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = append(out, part)
+			}
+		}
+	}
+	return out
+}
+
+func enumList[T ~string](q url.Values, name string, allowed []T) ([]T, error) {
+	var out []T
+	for _, v := range splitList(q, name) {
+		ok := false
+		for _, a := range allowed {
+			if string(a) == v {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			names := make([]string, len(allowed))
+			for i, a := range allowed {
+				names[i] = string(a)
+			}
+			return nil, invalidField(name, "enum", fmt.Sprintf("%s must be one of %s.", name, strings.Join(names, ", ")))
+		}
+		out = append(out, T(v))
+	}
+	return out, nil
+}
+
+func timeParam(q url.Values, name string) (*time.Time, error) {
+	v := q.Get(name)
+	if v == "" {
+		return nil, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return nil, invalidField(name, "date_time", name+" must be an RFC 3339 time such as 2026-01-31T12:00:00Z.")
+	}
+	return &t, nil
+}
+
+func intParam(q url.Values, name string) (int, error) {
+	v := q.Get(name)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, invalidField(name, "integer", name+" must be a whole number.")
+	}
+	return n, nil
+}

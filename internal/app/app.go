@@ -1,0 +1,316 @@
+// Package app wires the tenancy service together from its configuration: the
+// Postgres pool, migrations, the event store, the command handler, the read
+// side, the projections and the HTTP server, with one graceful shutdown.
+// cmd/tenancy and the end-to-end tests both start the service through it.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tenancyhq/tenancy/aggregate"
+	"github.com/tenancyhq/tenancy/commands"
+	"github.com/tenancyhq/tenancy/eventstore"
+	"github.com/tenancyhq/tenancy/eventstore/postgres"
+	"github.com/tenancyhq/tenancy/httpapi"
+	"github.com/tenancyhq/tenancy/internal/idempotency"
+	"github.com/tenancyhq/tenancy/migrations"
+	"github.com/tenancyhq/tenancy/projections"
+	"github.com/tenancyhq/tenancy/projections/readmodel"
+	"github.com/tenancyhq/tenancy/queries"
+)
+
+// DefaultDatabaseURL is where the service keeps its data when DATABASE_URL is unset.
+const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/tenancy?sslmode=disable"
+
+// Config is the service's configuration, parsed once by cmd/tenancy.
+type Config struct {
+	// DatabaseURL is the Postgres database for the read model, checkpoints
+	// and, unless EventStoreURL is set, the events. Created if missing.
+	DatabaseURL string
+	// EventStoreURL selects another event store (esdb://…); empty: Postgres.
+	EventStoreURL string
+	// HTTPAddr is where the API listens; empty: no API.
+	HTTPAddr string
+	// Migrate applies the migrations at start.
+	Migrate bool
+	// Projections runs the projections in this process.
+	Projections bool
+	// ProjectionFailure is what a projection does with an event it cannot apply.
+	ProjectionFailure projections.FailurePolicy
+	// Holder names this replica in projection checkpoints (default host:pid).
+	Holder string
+	// ShutdownTimeout bounds the graceful shutdown (default 25 s).
+	ShutdownTimeout time.Duration
+	// ConsistencyWait bounds how long a read waits for a consistency token.
+	ConsistencyWait time.Duration
+	Version         string
+	Logger          *slog.Logger
+}
+
+// App is a running (or ready to run) service.
+type App struct {
+	cfg      Config
+	log      *slog.Logger
+	pool     *pgxpool.Pool
+	store    *postgres.Store
+	Commands *commands.Handler
+	Reader   *queries.Reader
+	health   *httpapi.Health
+	server   *httpapi.Server
+	idem     *idempotency.Store
+	listener net.Listener
+	catalog  *aggregate.Catalog
+}
+
+// Open connects to the database (creating it if missing), applies the
+// migrations if configured, and builds the service. It listens on HTTPAddr
+// at once, so the caller learns of a taken port before Run.
+func Open(ctx context.Context, cfg Config) (*App, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = DefaultDatabaseURL
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 25 * time.Second
+	}
+	if cfg.EventStoreURL != "" {
+		return nil, fmt.Errorf("EVENTSTORE_URL %q: only the Postgres event store (EVENTSTORE_URL empty) is available in this build", redactURL(cfg.EventStoreURL))
+	}
+	if err := EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("database %s: %w", redactURL(cfg.DatabaseURL), err)
+	}
+	a := &App{cfg: cfg, log: cfg.Logger, pool: pool, catalog: aggregate.DefaultCatalog()}
+	if cfg.Migrate {
+		if err := a.migrate(ctx); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
+	a.store = postgres.New(pool)
+	a.Commands = commands.NewHandler(a.store, commands.Options{Catalog: a.catalog, Logger: a.log})
+	a.Reader = queries.NewReader(pool)
+	a.idem = idempotency.New(pool)
+	a.health = httpapi.NewHealth(
+		httpapi.Check{Name: "postgres", Critical: true, Probe: pool.Ping},
+		httpapi.Check{Name: "event_store", Critical: true, Probe: func(ctx context.Context) error { _, err := a.store.Head(ctx); return err }},
+		httpapi.Check{Name: "migrations", Critical: true, Probe: a.migrationsAtHead},
+	)
+	a.health.SetProjections(a.projectionHealth)
+	if cfg.HTTPAddr != "" {
+		a.server, err = httpapi.New(httpapi.Deps{Commands: a.Commands, Queries: a.Reader, Catalog: a.catalog, Idempotency: a.idem, Health: a.health, Logger: a.log},
+			httpapi.Options{ConsistencyWait: cfg.ConsistencyWait, Version: cfg.Version})
+		if err != nil {
+			pool.Close()
+			return nil, err
+		}
+		a.listener, err = net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("listen on %s (set HTTP_ADDR to another address): %w", cfg.HTTPAddr, err)
+		}
+	}
+	return a, nil
+}
+
+// Addr is the address the API listens on ("" without an API).
+func (a *App) Addr() string {
+	if a.listener == nil {
+		return ""
+	}
+	return a.listener.Addr().String()
+}
+
+// Handler is the HTTP API.
+func (a *App) Handler() http.Handler { return a.server }
+
+// Pool is the Postgres pool.
+func (a *App) Pool() *pgxpool.Pool { return a.pool }
+
+// Store is the event store.
+func (a *App) Store() eventstore.Store { return a.store }
+
+// Run serves until ctx ends, then shuts down gracefully: it stops accepting,
+// lets in-flight requests finish, lets projections commit their batch, and
+// returns nil.
+func (a *App) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	if a.listener != nil {
+		srv := &http.Server{Handler: a.server, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+		g.Go(func() error {
+			if err := srv.Serve(a.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+		g.Go(func() error { return a.expireIdempotencyKeys(ctx) })
+	}
+	if a.cfg.Projections {
+		for _, p := range []projections.Projection{readmodel.New(a.catalog)} {
+			r := projections.NewRunner(a.pool, a.store, p, projections.Options{Logger: a.log, Holder: a.cfg.Holder, OnFailure: a.cfg.ProjectionFailure})
+			g.Go(func() error { return a.runProjection(ctx, p.Name(), r) })
+		}
+	}
+	a.health.MarkStarted()
+	return g.Wait()
+}
+
+// runProjection keeps a projection running: a halt (a poison event) is
+// logged loudly and retried after a pause, so an operator's retry-failures
+// or skip-failure takes effect without a restart.
+func (a *App) runProjection(ctx context.Context, name string, r *projections.Runner) error {
+	for {
+		err := r.Run(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			a.log.ErrorContext(ctx, "projection stopped", "projection", name, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
+func (a *App) expireIdempotencyKeys(ctx context.Context) error {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if n, err := a.idem.DeleteExpired(ctx); err != nil {
+				a.log.WarnContext(ctx, "expire idempotency keys", "err", err)
+			} else if n > 0 {
+				a.log.InfoContext(ctx, "expired idempotency keys", "count", n)
+			}
+		}
+	}
+}
+
+// Close releases the pool and the listener (if Run never ran).
+func (a *App) Close() {
+	if a.listener != nil {
+		_ = a.listener.Close()
+	}
+	a.pool.Close()
+}
+
+func (a *App) migrate(ctx context.Context) error {
+	conn, err := a.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer conn.Release()
+	if err := migrations.Migrate(ctx, conn.Conn()); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (a *App) migrationsAtHead(ctx context.Context) error {
+	conn, err := a.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	cur, latest, err := migrations.Status(ctx, conn.Conn())
+	if err != nil {
+		return err
+	}
+	if cur != latest {
+		return fmt.Errorf("schema at version %d, this binary needs %d: run tenancy migrate", cur, latest)
+	}
+	return nil
+}
+
+func (a *App) projectionHealth(ctx context.Context) ([]httpapi.ProjectionHealth, error) {
+	var out []httpapi.ProjectionHealth
+	for _, name := range []string{readmodel.Name} {
+		st, err := projections.Status(ctx, a.pool, a.store, name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, httpapi.ProjectionHealth{Name: name, State: string(st.State), Position: st.Position.String(), Head: st.Head.String(),
+			LagEvents: st.LagEvents, LagSeconds: st.LagSeconds, Failures: int64(st.Failures)})
+	}
+	return out, nil
+}
+
+// EnsureDatabase creates the database of dbURL if it does not exist, by
+// connecting to the server's "postgres" database.
+func EnsureDatabase(ctx context.Context, dbURL string) error {
+	cfg, err := pgx.ParseConfig(dbURL)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err == nil {
+		return conn.Close(ctx)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "3D000" { // invalid_catalog_name
+		return fmt.Errorf("connect to %s: %w (is PostgreSQL running? set DATABASE_URL)", redactURL(dbURL), err)
+	}
+	name := cfg.Database
+	admin := cfg.Copy()
+	admin.Database = "postgres"
+	aconn, err := pgx.ConnectConfig(ctx, admin)
+	if err != nil {
+		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	defer aconn.Close(ctx)
+	if _, err := aconn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "42P04" { // created meanwhile
+			return nil
+		}
+		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	return nil
+}
+
+// redactURL hides a URL's password for messages and logs.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// DefaultHolder names this replica: host and process id.
+func DefaultHolder() string {
+	host, _ := os.Hostname()
+	return strings.TrimSpace(host) + ":" + fmt.Sprint(os.Getpid())
+}
