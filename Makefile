@@ -5,7 +5,12 @@ PKGS     ?= ./...
 # Go's race detector needs cgo.
 export CGO_ENABLED ?= 1
 
-.PHONY: test build vet fmt bench
+.PHONY: run test build vet fmt bench docker
+
+## run: build and start the service (API on :8000, docs at /docs); uses the
+## local PostgreSQL, or starts a private one under ./data when none runs.
+run:
+	./scripts/run.sh
 
 ## test: vet, then every test with the race detector against the local
 ## PostgreSQL (TENANCY_TEST_DATABASE_URL overrides the server).
@@ -23,6 +28,10 @@ vet:
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
+
+## docker: the service's image.
+docker:
+	docker build -t tenancy .
 
 ## bench: every benchmark once, with the figures the issues ask for.
 bench:
