@@ -1,0 +1,76 @@
+// Package queries is the read side of the tenancy service: it answers the REST
+// API's reads from the Postgres read model (tables tenants and tenant_events,
+// written by the read-model projection) and never touches the event store.
+//
+// Every query is plain SQL over the indexes of migration 002. Lists page by
+// keyset ("seek") on (sort key, id) with opaque cursors, so a client walking
+// pages never misses or repeats a row while others write. Reads that must see
+// a command's effect wait for the projection's checkpoint with WaitFor.
+//
+// Bad input (an unknown sort, a limit out of range, a cursor that is not ours)
+// is refused with an *aggregate.Error of code validation naming the field and
+// the rule, so the HTTP layer answers 400 like it does for commands.
+package queries
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenancyhq/tenancy/aggregate"
+	"github.com/tenancyhq/tenancy/eventstore"
+)
+
+// ErrNotFound is returned (wrapped) when no tenant has the id asked for. It is
+// an *aggregate.Error with code not_found, so the HTTP layer maps it like the
+// command side's unknown-tenant error; match it with errors.Is.
+var ErrNotFound error = &aggregate.Error{Code: aggregate.CodeNotFound, Message: "tenant not found"}
+
+// Reader answers reads from the read model. It is safe for concurrent use; it
+// holds nothing but the pool.
+type Reader struct {
+	pool *pgxpool.Pool
+}
+
+// NewReader returns a Reader over the database that holds the read model.
+func NewReader(pool *pgxpool.Pool) *Reader {
+	return &Reader{pool: pool}
+}
+
+// Get returns a tenant by its id (a UUID) or its external id ("ORG-" and 8
+// upper-case hex digits), as folded by the projection, and the global position
+// of the last event applied to it: what a client compares with a command's
+// position to know whether the row already shows its effect. An unknown
+// tenant, and a string of neither form, yields ErrNotFound.
+func (r *Reader) Get(ctx context.Context, idOrExternalID string) (*aggregate.Tenant, eventstore.Position, error) {
+	var where string
+	var arg any
+	if aggregate.IsExternalID(idOrExternalID) {
+		where, arg = "external_id = $1", idOrExternalID
+	} else if id, err := uuid.Parse(idOrExternalID); err == nil {
+		where, arg = "id = $1", id
+	} else {
+		// No tenant can have it: not found, as the API answers for a path
+		// that names no tenant.
+		return nil, eventstore.Position{}, fmt.Errorf("get tenant %q: %w", idOrExternalID, ErrNotFound)
+	}
+	var state []byte
+	var commit, prepare int64
+	err := r.pool.QueryRow(ctx, `SELECT state, position_commit, position_prepare FROM tenants WHERE `+where, arg).
+		Scan(&state, &commit, &prepare)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, eventstore.Position{}, fmt.Errorf("get tenant %s: %w", idOrExternalID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, eventstore.Position{}, fmt.Errorf("get tenant %s: %w", idOrExternalID, err)
+	}
+	t, err := aggregate.UnmarshalSnapshot(state)
+	if err != nil {
+		return nil, eventstore.Position{}, fmt.Errorf("get tenant %s: %w", idOrExternalID, err)
+	}
+	return t, eventstore.Position{Commit: uint64(commit), Prepare: uint64(prepare)}, nil
+}
