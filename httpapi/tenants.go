@@ -288,7 +288,7 @@ func (s *Server) listTenants(c echo.Context) error {
 	if f.CreatedBefore, err = timeParam(q, "created_before"); err != nil {
 		return err
 	}
-	if f.Limit, err = intParam(q, "limit"); err != nil {
+	if f.Limit, err = limitParam(q); err != nil {
 		return err
 	}
 	page, err := s.deps.Queries.List(c.Request().Context(), f)
@@ -328,7 +328,7 @@ func (s *Server) listEvents(c echo.Context) error {
 	if f.Before, err = timeParam(q, "before"); err != nil {
 		return err
 	}
-	if f.Limit, err = intParam(q, "limit"); err != nil {
+	if f.Limit, err = limitParam(q); err != nil {
 		return err
 	}
 	page, err := s.deps.Queries.Events(c.Request().Context(), id, f)
@@ -529,4 +529,14 @@ func intParam(q url.Values, name string) (int, error) {
 		return 0, invalidField(name, "integer", name+" must be a whole number.")
 	}
 	return n, nil
+}
+
+// limitParam reads a page size. The read side takes 0 for "the default", so
+// an explicit limit below 1 is refused here rather than silently defaulted.
+func limitParam(q url.Values) (int, error) {
+	n, err := intParam(q, "limit")
+	if err == nil && q.Get("limit") != "" && n < 1 {
+		return 0, invalidField("limit", "range", fmt.Sprintf("limit must be between 1 and %d.", queries.MaxLimit))
+	}
+	return n, err
 }
