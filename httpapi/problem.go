@@ -34,9 +34,11 @@ type Problem struct {
 	// Errors lists every field error found, when there are several.
 	Errors []FieldError `json:"errors,omitempty"`
 	// CurrentStatus, Command and AllowedCommands explain a refused transition.
-	CurrentStatus   aggregate.Status        `json:"current_status,omitempty"`
-	Command         aggregate.CommandName   `json:"command,omitempty"`
-	AllowedCommands []aggregate.CommandName `json:"allowed_commands,omitempty"`
+	CurrentStatus aggregate.Status      `json:"current_status,omitempty"`
+	Command       aggregate.CommandName `json:"command,omitempty"`
+	// AllowedCommands is present (empty for a PURGED tenant) on a refused
+	// transition and absent otherwise.
+	AllowedCommands []aggregate.CommandName `json:"allowed_commands,omitzero"`
 	Conflicts       []string                `json:"conflicts,omitempty"`
 	Feature         aggregate.Feature       `json:"feature,omitempty"`
 	RequiredEdition aggregate.Edition       `json:"required_edition,omitempty"`
