@@ -169,7 +169,7 @@ func eventParams() []param {
 		{name: "type", description: "Comma-separated event types.", schema: schema{"type": "string"}},
 		{name: "after", description: "Events that occurred at or after this RFC 3339 time.", schema: schema{"type": "string"}},
 		{name: "before", description: "Events that occurred before this RFC 3339 time.", schema: schema{"type": "string"}},
-		{name: "limit", description: "Page size, 1 to 500.", schema: schema{"type": "string"}},
+		{name: "limit", description: "Page size, 1 to 200 (default 50).", schema: schema{"type": "string"}},
 		{name: "cursor", description: "next_cursor of the previous page.", schema: schema{"type": "string"}},
 		{name: "consistent_with", description: "A consistency token.", schema: schema{"type": "string"}},
 	}
@@ -367,6 +367,12 @@ func (oa *openAPI) validate(next echo.HandlerFunc) echo.HandlerFunc {
 			Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, MultiError: true},
 		})
 		if err != nil {
+			// Reading the body can fail on the body limit (a chunked body
+			// over 1 MiB): that is a 413, not a schema error.
+			var he *echo.HTTPError
+			if errors.As(err, &he) {
+				return he
+			}
 			return validationProblem(err)
 		}
 		return next(c)
@@ -416,13 +422,16 @@ func collectFieldErrors(err error, param string, out *[]FieldError) {
 		return
 	}
 	var re *openapi3filter.RequestError
-	if errors.As(err, &re) && re.Err != nil && err == error(re) {
+	if errors.As(err, &re) && err == error(re) {
+		// kin-openapi reports a body of another media type with a Reason and
+		// no Err; only its Reason is matched, as the Error of a schema error
+		// may quote the client's value.
 		switch {
+		case re.RequestBody != nil && strings.HasPrefix(re.Reason, "header Content-Type"):
+			*out = append(*out, FieldError{Field: "Content-Type", Rule: "media_type", Message: "Send the body as application/json."})
+			return
 		case re.RequestBody != nil && errors.Is(re.Err, openapi3filter.ErrInvalidRequired):
 			*out = append(*out, FieldError{Field: "body", Rule: "required", Message: "A JSON body is required."})
-			return
-		case strings.Contains(re.Error(), "Content-Type"):
-			*out = append(*out, FieldError{Field: "Content-Type", Rule: "media_type", Message: "Send the body as application/json."})
 			return
 		case re.RequestBody != nil && errors.As(re.Err, new(*openapi3filter.ParseError)):
 			*out = append(*out, FieldError{Field: "body", Rule: "json_syntax", Message: "The body is not valid JSON."})
@@ -432,7 +441,9 @@ func collectFieldErrors(err error, param string, out *[]FieldError) {
 			param = re.Parameter.Name
 		}
 		n := len(*out)
-		collectFieldErrors(re.Err, param, out)
+		if re.Err != nil {
+			collectFieldErrors(re.Err, param, out)
+		}
 		if len(*out) == n {
 			field := param
 			if field == "" {
