@@ -147,6 +147,11 @@ func (r *Runner) commitBatch(ctx context.Context, l *leadership, events []events
 		return err
 	}
 	if err := r.p.Apply(ctx, tx, events); err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			// Not the events' fault: roll back at once (an open transaction
+			// would hold back the feed) and let Run back off and resume.
+			return fmt.Errorf("apply: %w", err)
+		}
 		return &applyError{err: err}
 	}
 	tag, err := tx.Exec(ctx, `UPDATE projection_checkpoints

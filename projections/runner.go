@@ -132,6 +132,12 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// ErrUnavailable is wrapped by a projection's Apply when something outside
+// the database that it needs is down (the NATS server, say). The runner then
+// rolls back, blames no event, and retries after a capped back-off for as long
+// as the outage lasts, resuming from its checkpoint.
+var ErrUnavailable = errors.New("projection target unavailable")
+
 // ErrHalted is matched (errors.Is) by the error Run returns when the
 // projection is halted on an event it cannot apply.
 var ErrHalted = errors.New("projection halted")
@@ -248,7 +254,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		failures++
 		delay := r.backoff(failures)
-		r.log.Error("projection stopped; restarting", "err", err, "retry_in", delay)
+		if errors.Is(err, ErrUnavailable) {
+			r.log.Warn("projection target unavailable; retrying", "err", err, "retry_in", delay)
+		} else {
+			r.log.Error("projection stopped; restarting", "err", err, "retry_in", delay)
+		}
 		if !sleep(ctx, delay) {
 			return nil
 		}
