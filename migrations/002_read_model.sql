@@ -65,7 +65,7 @@ CREATE INDEX tenants_status_idx         ON tenants (status, created_at, id);
 CREATE INDEX tenants_plan_tier_idx      ON tenants (plan_tier, created_at, id);
 CREATE INDEX tenants_region_idx         ON tenants (region, created_at, id);
 CREATE INDEX tenants_billing_status_idx ON tenants (billing_status, created_at, id);
-CREATE INDEX tenants_labels_idx         ON tenants USING gin (labels jsonb_path_ops);
+CREATE INDEX tenants_labels_idx         ON tenants USING gin (labels);  -- jsonb_ops: both @> and ?
 -- the timers' due dates
 CREATE INDEX tenants_trial_ends_idx     ON tenants (trial_ends_at) WHERE status = 'TRIAL';
 CREATE INDEX tenants_retention_idx      ON tenants (data_retention_until) WHERE status = 'TERMINATED';
