@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -136,9 +137,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.Serv
 func (s *Server) Routes() []string {
 	var out []string
 	for _, r := range s.echo.Routes() {
-		out = append(out, r.Method+" "+r.Path)
+		out = append(out, r.Method+" "+openAPIPath(r.Path))
 	}
+	slices.Sort(out)
 	return out
+}
+
+// openAPIPath turns Echo's "/tenants/:id" into "/tenants/{id}".
+func openAPIPath(p string) string {
+	segs := strings.Split(p, "/")
+	for i, seg := range segs {
+		if strings.HasPrefix(seg, ":") {
+			segs[i] = "{" + seg[1:] + "}"
+		}
+	}
+	return strings.Join(segs, "/")
 }
 
 // echoPath turns "/tenants/{id}" into Echo's "/tenants/:id".
