@@ -1,0 +1,199 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tenancyhq/tenancy/internal/app"
+	"github.com/tenancyhq/tenancy/internal/pgtest"
+)
+
+// service is the whole tenancy service running in-process on a fresh
+// database, listening on a loopback port.
+type service struct {
+	t      testing.TB
+	app    *app.App
+	base   string
+	client *http.Client
+	// dbURL is the service's database.
+	dbURL string
+	// stop cancels Run; done is closed when Run has returned runErr.
+	stop   context.CancelFunc
+	done   chan struct{}
+	runErr error
+}
+
+// wait waits (at most timeout) for Run to return and reports what it returned.
+func (s *service) wait(timeout time.Duration) (error, bool) {
+	select {
+	case <-s.done:
+		return s.runErr, true
+	case <-time.After(timeout):
+		return nil, false
+	}
+}
+
+// startService opens the service on a new database (migrations applied,
+// projections running) and serves it until the test ends.
+func startService(t testing.TB) *service {
+	t.Helper()
+	return startServiceWith(t, app.Config{})
+}
+
+func startServiceWith(t testing.TB, cfg app.Config) *service {
+	t.Helper()
+	cfg.DatabaseURL = pgtest.NewDatabase(t)
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.Migrate, cfg.Projections = true, true
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a, err := app.Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("app.Open: %v", err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	s := &service{t: t, app: a, base: "http://" + a.Addr(), dbURL: cfg.DatabaseURL, stop: stop, done: make(chan struct{}),
+		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	go func() {
+		defer close(s.done)
+		s.runErr = a.Run(runCtx)
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err, ok := s.wait(30 * time.Second); !ok {
+			t.Errorf("Run did not return 30 s after its context ended")
+		} else if err != nil {
+			t.Errorf("Run returned %v", err)
+		}
+		s.client.CloseIdleConnections()
+		a.Close()
+	})
+	return s
+}
+
+// response is a finished HTTP exchange.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) json(t testing.TB) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("response body is not a JSON object: %v\n%s", err, r.body)
+	}
+	return m
+}
+
+func (r response) String() string {
+	return http.StatusText(r.status) + " " + string(r.body)
+}
+
+// do sends a request; body may be nil, a string or []byte (sent as is), or
+// anything else (sent as JSON). headers are name, value pairs.
+func (s *service) do(method, path string, body any, headers ...string) response {
+	s.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	case io.Reader: // sent chunked, without a Content-Length
+		rd = b
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			s.t.Fatalf("marshal request: %v", err)
+		}
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, s.base+path, rd)
+	if err != nil {
+		s.t.Fatalf("request: %v", err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i+1] == "" {
+			req.Header.Del(headers[i])
+			continue
+		}
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := s.client.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		s.t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return response{status: res.StatusCode, header: res.Header, body: b}
+}
+
+// must sends a request and fails the test unless it answers want.
+func (s *service) must(want int, method, path string, body any, headers ...string) response {
+	s.t.Helper()
+	r := s.do(method, path, body, headers...)
+	if r.status != want {
+		s.t.Fatalf("%s %s: status %d, want %d: %s", method, path, r.status, want, r.body)
+	}
+	return r
+}
+
+// checkProblem asserts that r is an RFC 9457 problem with the given status
+// (and, when field is not empty, the field and rule) and returns it.
+func checkProblem(t testing.TB, r response, status int, field, rule string) map[string]any {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d: %s", r.status, status, r.body)
+	}
+	p := problemOf(t, r)
+	if field != "" && (p["field"] != field || p["rule"] != rule) {
+		t.Errorf("problem field/rule = %v/%v, want %s/%s: %s", p["field"], p["rule"], field, rule, r.body)
+	}
+	return p
+}
+
+// problemOf asserts that r is application/problem+json with type, title and
+// a status equal to the HTTP status.
+func problemOf(t testing.TB, r response) map[string]any {
+	t.Helper()
+	if err := problemError(r); err != "" {
+		t.Fatalf("%s", err)
+	}
+	return r.json(t)
+}
+
+// problemError says what is wrong with r as a problem document ("" if nothing).
+func problemError(r response) string {
+	mt, _, _ := mime.ParseMediaType(r.header.Get("Content-Type"))
+	if mt != "application/problem+json" {
+		return "status " + http.StatusText(r.status) + ": Content-Type " + r.header.Get("Content-Type") + ", want application/problem+json: " + string(r.body)
+	}
+	var p struct {
+		Type   string `json:"type"`
+		Title  string `json:"title"`
+		Status int    `json:"status"`
+	}
+	if err := json.Unmarshal(r.body, &p); err != nil {
+		return "problem body: " + err.Error() + ": " + string(r.body)
+	}
+	if p.Type == "" || p.Title == "" || p.Status != r.status {
+		return "problem lacks type or title, or its status differs from the response's: " + string(r.body)
+	}
+	return ""
+}
