@@ -49,6 +49,7 @@ type options struct {
 	noMigrate     bool
 	noProjections bool
 	onFailure     string
+	provisioning  string
 }
 
 func env(name, def string) string {
@@ -146,6 +147,8 @@ projection runs on one replica at a time; others take over when it stops.`,
 
 func addRunFlags(cmd *cobra.Command, o *options) {
 	cmd.Flags().BoolVar(&o.noMigrate, "no-migrate", false, "do not apply migrations at start")
+	cmd.Flags().StringVar(&o.provisioning, "provisioning-mode", env("PROVISIONING_MODE", "auto"),
+		"auto: the service provisions new tenants itself; external: an outside provisioner calls complete-provisioning [$PROVISIONING_MODE]")
 	cmd.Flags().StringVar(&o.onFailure, "projection-failure", env("PROJECTION_FAILURE", "halt"),
 		"what a projection does with an event it cannot apply after retries: halt or skip (recorded either way) [$PROJECTION_FAILURE]")
 }
@@ -163,8 +166,12 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 	default:
 		return fmt.Errorf("--projection-failure %q: want halt or skip", o.onFailure)
 	}
+	if o.provisioning != "auto" && o.provisioning != "external" {
+		return fmt.Errorf("--provisioning-mode %q: want auto or external", o.provisioning)
+	}
 	a, err := app.Open(ctx, app.Config{
-		DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr,
+		ExternalProvisioning: o.provisioning == "external",
+		DatabaseURL:          o.databaseURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr,
 		Migrate: !o.noMigrate, Projections: withProjections, ProjectionFailure: policy,
 		Holder: app.DefaultHolder(), Version: version, Logger: log,
 	})

@@ -65,7 +65,7 @@ func TestReadmeExamplesWork(t *testing.T) {
 		t.Fatalf("README examples failed: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{
-		`"status":"PROVISIONING"`, `"external_id":"ORG-`, `"status":"TRIAL"`, `"status":"SUSPENDED"`,
+		`"status":"PROVISIONING"`, `"external_id":"ORG-`, `"actor":"system:timer"`, `"status":"SUSPENDED"`,
 		`"status":"ACTIVE"`, `invalid-transition`, `"allowed_commands"`, `"edition":"professional"`,
 		`"decision":`, `"items":[`, `TenantCreated`, `Idempotent-Replayed: true`,
 	} {

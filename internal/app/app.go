@@ -28,6 +28,7 @@ import (
 	"github.com/tenancyhq/tenancy/httpapi"
 	"github.com/tenancyhq/tenancy/internal/idempotency"
 	"github.com/tenancyhq/tenancy/migrations"
+	"github.com/tenancyhq/tenancy/process"
 	"github.com/tenancyhq/tenancy/projections"
 	"github.com/tenancyhq/tenancy/projections/readmodel"
 	"github.com/tenancyhq/tenancy/queries"
@@ -57,8 +58,16 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// ConsistencyWait bounds how long a read waits for a consistency token.
 	ConsistencyWait time.Duration
-	Version         string
-	Logger          *slog.Logger
+	// ExternalProvisioning leaves tenants in PROVISIONING for an outside
+	// provisioner (PROVISIONING_MODE=external); by default the service
+	// provisions them itself.
+	ExternalProvisioning bool
+	// Provisioner runs the provisioning steps (default: record success).
+	Provisioner process.Provisioner
+	// Now is the clock of commands and timers (default time.Now); tests inject theirs.
+	Now     func() time.Time
+	Version string
+	Logger  *slog.Logger
 }
 
 // App is a running (or ready to run) service.
@@ -107,7 +116,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		}
 	}
 	a.store = postgres.New(pool)
-	a.Commands = commands.NewHandler(a.store, commands.Options{Catalog: a.catalog, Logger: a.log})
+	a.Commands = commands.NewHandler(a.store, commands.Options{Catalog: a.catalog, Logger: a.log, Now: cfg.Now})
 	a.Reader = queries.NewReader(pool)
 	a.idem = idempotency.New(pool)
 	a.health = httpapi.NewHealth(
@@ -172,13 +181,23 @@ func (a *App) Run(ctx context.Context) error {
 		g.Go(func() error { return a.expireIdempotencyKeys(ctx) })
 	}
 	if a.cfg.Projections {
-		for _, p := range []projections.Projection{readmodel.New(a.catalog)} {
+		for _, p := range a.projections() {
 			r := projections.NewRunner(a.pool, a.store, p, projections.Options{Logger: a.log, Holder: a.cfg.Holder, OnFailure: a.cfg.ProjectionFailure})
 			g.Go(func() error { return a.runProjection(ctx, p.Name(), r) })
 		}
+		timers := process.NewTimers(a.pool, a.Commands, process.TimerOptions{Now: a.cfg.Now, Holder: a.cfg.Holder, Logger: a.log, Provisioner: a.cfg.Provisioner})
+		g.Go(func() error { return timers.Run(ctx) })
 	}
 	a.health.MarkStarted()
 	return g.Wait()
+}
+
+// projections are the projections this service runs.
+func (a *App) projections() []projections.Projection {
+	return []projections.Projection{
+		readmodel.New(a.catalog),
+		process.Scheduler{AutoProvision: !a.cfg.ExternalProvisioning},
+	}
 }
 
 // runProjection keeps a projection running: a halt (a poison event) is
@@ -256,7 +275,8 @@ func (a *App) migrationsAtHead(ctx context.Context) error {
 
 func (a *App) projectionHealth(ctx context.Context) ([]httpapi.ProjectionHealth, error) {
 	var out []httpapi.ProjectionHealth
-	for _, name := range []string{readmodel.Name} {
+	for _, p := range a.projections() {
+		name := p.Name()
 		st, err := projections.Status(ctx, a.pool, a.store, name)
 		if err != nil {
 			return nil, err
