@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -148,5 +150,89 @@ func decodeBody(c echo.Context, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return invalidField("body", "single_value", "The body must hold exactly one JSON object.")
 	}
+	if bytes.Contains(body, []byte(`\u0000`)) {
+		if field, ok := nulField(body); ok {
+			return invalidField(field, "no_nul_characters", field+" must not contain NUL characters (U+0000).")
+		}
+	}
 	return nil
+}
+
+// nulField finds the first string (member name or value) of a JSON document
+// that holds a NUL character, which no field may: PostgreSQL text and jsonb
+// cannot store it, so it would fail as an internal error far from here. It
+// names the field as validation errors do ("contacts[0].name").
+func nulField(body []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	type level struct {
+		object bool
+		key    string
+		index  int
+	}
+	var stack []level
+	path := func() string {
+		var b strings.Builder
+		for _, l := range stack {
+			if l.object {
+				if b.Len() > 0 {
+					b.WriteByte('.')
+				}
+				b.WriteString(l.key)
+			} else {
+				fmt.Fprintf(&b, "[%d]", l.index)
+			}
+		}
+		if b.Len() == 0 {
+			return "body"
+		}
+		return b.String()
+	}
+	// expectKey: the next string in an object is a member name.
+	expectKey := false
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		// A value ends an element: the next token of an object is a name,
+		// of an array the next index.
+		endValue := func() {
+			if n := len(stack); n > 0 {
+				if stack[n-1].object {
+					expectKey = true
+				} else {
+					stack[n-1].index++
+				}
+			}
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{':
+				stack = append(stack, level{object: true})
+				expectKey = true
+			case '[':
+				stack = append(stack, level{})
+				expectKey = false
+			default:
+				stack = stack[:len(stack)-1]
+				endValue()
+			}
+		case string:
+			if expectKey {
+				stack[len(stack)-1].key = strings.ReplaceAll(v, "\x00", "")
+				expectKey = false
+				if strings.ContainsRune(v, 0) {
+					return path(), true
+				}
+				continue
+			}
+			if strings.ContainsRune(v, 0) {
+				return path(), true
+			}
+			endValue()
+		default:
+			endValue()
+		}
+	}
 }
