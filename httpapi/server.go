@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -243,6 +244,19 @@ func (s *Server) metadata(c echo.Context) aggregate.Metadata {
 	return aggregate.Metadata{
 		CorrelationID: correlationID(c),
 		Actor:         "anonymous",
-		TraceParent:   c.Request().Header.Get("traceparent"),
+		TraceParent:   traceParent(c.Request().Header.Get("traceparent")),
 	}
+}
+
+// traceParentPattern is a W3C Trace Context traceparent header (version 00).
+var traceParentPattern = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
+
+// traceParent keeps a well-formed traceparent and drops anything else: it
+// is copied into every event's metadata, which must not carry whatever a
+// client puts in a header (up to a megabyte of it).
+func traceParent(h string) string {
+	if traceParentPattern.MatchString(h) {
+		return h
+	}
+	return ""
 }
