@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tenancyhq/tenancy/aggregate"
@@ -380,5 +381,33 @@ func TestListFiltersSelectTenants(t *testing.T) {
 		if p["field"] != tc.field || p["rule"] == nil || p["rule"] == "" {
 			t.Errorf("GET /api/v1/tenants?%s: field %v rule %v, want field %s and a rule", tc.query, p["field"], p["rule"], tc.field)
 		}
+	}
+}
+
+// TestEventMetadataCarriesCorrelationAndTrace: the correlation id and a
+// well-formed traceparent reach the event's metadata; a malformed
+// traceparent does not.
+func TestEventMetadataCarriesCorrelationAndTrace(t *testing.T) {
+	t.Parallel()
+	s := startService(t)
+	const trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	r := s.must(201, "POST", "/api/v1/tenants", map[string]any{"name": "Trace Co", "edition": "free", "region": "us-east-1"},
+		"X-Correlation-ID", "corr-123", "traceparent", trace)
+	if r.header.Get("X-Correlation-ID") != "corr-123" {
+		t.Errorf("X-Correlation-ID %q", r.header.Get("X-Correlation-ID"))
+	}
+	id := r.json(t)["id"].(string)
+	r = s.must(200, "POST", "/api/v1/tenants/"+id+"/complete-provisioning", nil, "traceparent", strings.Repeat("junk", 100))
+	ev := s.must(200, "GET", "/api/v1/tenants/"+id+"/events", nil, "X-Consistency-Token", r.header.Get("X-Consistency-Token")).json(t)
+	items := ev["items"].([]any)
+	if len(items) != 3 {
+		t.Fatalf("%d events", len(items))
+	}
+	first := items[0].(map[string]any)["metadata"].(map[string]any)
+	if first["correlation_id"] != "corr-123" || first["trace_parent"] != trace || first["actor"] == nil {
+		t.Errorf("metadata of the create: %v", first)
+	}
+	if second := items[1].(map[string]any)["metadata"].(map[string]any); second["trace_parent"] != nil {
+		t.Errorf("a malformed traceparent was kept: %v", second)
 	}
 }

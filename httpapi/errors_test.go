@@ -143,6 +143,9 @@ func TestBadRequestsAnswerProblemDetails(t *testing.T) {
 		{"blank name", "PATCH", tenant, `{"name": "   "}`, nil, 400, "name", ""},
 		{"unknown policy type", "PUT", tenant + "/policies/colour", `{"settings": {}}`, nil, 400, "type", ""},
 		{"bad consistency token", "GET", tenant, nil, []string{"X-Consistency-Token", "soon"}, 400, "X-Consistency-Token", "consistency_token"},
+		{"NUL in a note", "POST", tenant + "/suspend", `{"reason": "abuse_detected", "note": "a\u0000b"}`, nil, 400, "note", "no_nul_characters"},
+		{"NUL in a contact", "PATCH", tenant, `{"contacts": [{"role": "primary", "email": "a@example.com"}, {"role": "billing", "email": "b@example.com", "name": "\u0000"}]}`, nil, 400, "contacts[1].name", "no_nul_characters"},
+		{"NUL in a metadata key", "POST", "/api/v1/tenants", `{"name": "N", "edition": "free", "region": "us-east-1", "labels": {}, "metadata": {"a": "b", "k\u0000": "v"}}`, nil, 400, "metadata.k", "no_nul_characters"},
 		{"body too large", "POST", "/api/v1/tenants", big, nil, 413, "", ""},
 		{"body too large, chunked", "POST", "/api/v1/tenants", struct{ io.Reader }{strings.NewReader(big)}, nil, 413, "", ""},
 		{"body too large, chunked, idempotent", "POST", "/api/v1/tenants", struct{ io.Reader }{strings.NewReader(big)}, []string{"Idempotency-Key", "big"}, 413, "", ""},
@@ -183,6 +186,6 @@ func TestBadRequestsAnswerProblemDetails(t *testing.T) {
 func TestJSONWithACharsetIsAccepted(t *testing.T) {
 	t.Parallel()
 	s := startService(t)
-	s.must(201, "POST", "/api/v1/tenants", `{"name": "Charset Co", "edition": "free", "region": "us-east-1"}`,
+	s.must(201, "POST", "/api/v1/tenants", `{"name": "Charset Co", "edition": "free", "region": "us-east-1", "metadata": {"escaped": "\\u0000"}}`,
 		"Content-Type", "application/json; charset=utf-8")
 }

@@ -11,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/tenancyhq/tenancy/aggregate"
+	"github.com/tenancyhq/tenancy/commands"
 	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 )
@@ -196,4 +200,9 @@ func problemError(r response) string {
 		return "problem lacks type or title, or its status differs from the response's: " + string(r.body)
 	}
 	return ""
+}
+
+// commandsRequest is a command for a tenant, as the command handler takes it.
+func commandsRequest(id uuid.UUID, cmd aggregate.Command) commands.Request {
+	return commands.Request{TenantID: id, Command: cmd, Metadata: aggregate.Metadata{Actor: "test"}}
 }
