@@ -7,18 +7,21 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/eventstore"
+	"github.com/tenancyhq/tenancy/internal/app"
 )
 
 var externalIDPattern = regexp.MustCompile(`^ORG-[0-9A-F]{8}$`)
 
 // TestOriginalServiceExampleCreatesAnOrganization is the original service's
-// README example, unchanged, against the new service.
+// README example, unchanged, against the new service in its default
+// configuration (it provisions tenants itself).
 func TestOriginalServiceExampleCreatesAnOrganization(t *testing.T) {
 	t.Parallel()
-	s := startService(t)
+	s := startServiceWith(t, app.Config{})
 	r := s.must(201, "POST", "/organizations", `{"name": "Test Corp", "edition": "professional", "region": "us-east-1"}`)
 	org := r.json(t)
 	id, _ := org["id"].(string)
@@ -34,11 +37,18 @@ func TestOriginalServiceExampleCreatesAnOrganization(t *testing.T) {
 		}
 	}
 	got := s.must(200, "GET", "/organizations/"+id, nil, "X-Consistency-Token", r.header.Get("X-Consistency-Token")).json(t)
-	for _, k := range []string{"id", "external_id", "name", "edition", "status", "region"} {
+	for _, k := range []string{"id", "external_id", "name", "edition", "region"} {
 		if got[k] != org[k] {
 			t.Errorf("GET %s = %v, POST said %v", k, got[k], org[k])
 		}
 	}
+	// The service provisions the tenant by itself: it may already be in its trial.
+	if got["status"] != "PROVISIONING" && got["status"] != "TRIAL" {
+		t.Errorf("GET status %v", got["status"])
+	}
+	waitFor(t, 10*time.Second, "automatic provisioning", func() bool {
+		return s.must(200, "GET", "/organizations/"+id, nil).json(t)["status"] == "TRIAL"
+	})
 }
 
 // tenantClient drives one tenant through the API and checks every command

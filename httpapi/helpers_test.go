@@ -45,10 +45,11 @@ func (s *service) wait(timeout time.Duration) (error, bool) {
 }
 
 // startService opens the service on a new database (migrations applied,
-// projections running) and serves it until the test ends.
+// projections running) and serves it until the test ends. Provisioning is
+// external, so tenants stay in PROVISIONING until the test completes it.
 func startService(t testing.TB) *service {
 	t.Helper()
-	return startServiceWith(t, app.Config{})
+	return startServiceWith(t, app.Config{ExternalProvisioning: true})
 }
 
 func startServiceWith(t testing.TB, cfg app.Config) *service {
