@@ -183,6 +183,9 @@ func render(v any) string {
 	case nil:
 		return "∅"
 	case string:
+		if x == "" || x == "0001-01-01T00:00:00Z" || x == "00000000-0000-0000-0000-000000000000" {
+			return "∅"
+		}
 		return x
 	}
 	b, _ := json.Marshal(v)

@@ -4,6 +4,9 @@
 //	tenancy project   the projections alone (run beside API-only replicas)
 //	tenancy migrate   apply the database migrations
 //	tenancy version   print the version
+//	tenancy replay    a tenant's history from its event stream
+//	tenancy verify    compare the read model with a fresh fold of the events
+//	tenancy projections list|status|reset|skip-failure|retry-failures|rebuild
 //
 // Configuration comes from flags, each with an environment variable as its
 // default (DATABASE_URL, EVENTSTORE_URL, NATS_URL, HTTP_ADDR, …).
@@ -35,6 +38,10 @@ func main() {
 	defer stop()
 	if err := newRoot(os.Stdout, os.Stderr).ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "tenancy:", err)
+		var ee *exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
 		os.Exit(1)
 	}
 }
@@ -141,7 +148,7 @@ projection runs on one replica at a time; others take over when it stops.`,
 		Args:  cobra.NoArgs,
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "tenancy", version) },
 	}
-	root.AddCommand(serve, project, migrate, versionCmd)
+	root.AddCommand(serve, project, migrate, versionCmd, newProjectionsCmd(o), newVerifyCmd(o), newReplayCmd(o))
 	return root
 }
 

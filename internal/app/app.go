@@ -192,6 +192,37 @@ func (a *App) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
+// ProjectionNames are the projections the service runs, for operators.
+func ProjectionNames() []string {
+	return []string{readmodel.Name, process.SchedulerName}
+}
+
+// Rebuild rebuilds a projection from the start of the feed with no outage:
+// the read model blue-green (readmodel.Rebuild); the scheduler's timers
+// table, which only the timer worker reads, in one transaction.
+func (a *App) Rebuild(ctx context.Context, name string, progress func(readmodel.Progress)) error {
+	switch name {
+	case readmodel.Name:
+		return readmodel.Rebuild(ctx, a.pool, a.store, a.catalog, readmodel.RebuildOptions{Progress: progress, Logger: a.log, Holder: a.cfg.Holder})
+	case process.SchedulerName:
+		err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `DELETE FROM timers`); err != nil {
+				return err
+			}
+			return projections.ResetCheckpoint(ctx, tx, name)
+		})
+		if err != nil {
+			return fmt.Errorf("rebuild %s: %w", name, err)
+		}
+		if progress != nil {
+			progress(readmodel.Progress{Phase: "done"})
+		}
+		return nil
+	}
+	return fmt.Errorf("rebuild %q: unknown or not rebuildable projection (rebuildable: %s, %s); for nats-publisher use reset, which re-publishes",
+		name, readmodel.Name, process.SchedulerName)
+}
+
 // projections are the projections this service runs.
 func (a *App) projections() []projections.Projection {
 	return []projections.Projection{
