@@ -143,6 +143,11 @@ func (r *Runner) commitBatch(ctx context.Context, l *leadership, events []events
 		return fmt.Errorf("begin batch: %w", err)
 	}
 	defer rollback(tx)
+	if r.opts.AsynchronousCommit {
+		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+			return fmt.Errorf("begin batch: %w", err)
+		}
+	}
 	if err := r.lockCheckpoint(ctx, tx, l); err != nil {
 		return err
 	}

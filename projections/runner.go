@@ -101,6 +101,12 @@ type Options struct {
 	// and how often the leader checks its lock connection: the bound on how
 	// long a takeover or a lost lock takes to notice; default 1s.
 	LockPollInterval time.Duration
+	// AsynchronousCommit commits batches without waiting for the WAL flush
+	// (synchronous_commit = off). It is safe for projections whose effect is
+	// in the transaction: a database crash loses the effect and the
+	// checkpoint together, and the events are applied again. It spares a
+	// disk flush per batch.
+	AsynchronousCommit bool
 }
 
 func (o Options) withDefaults() Options {

@@ -144,24 +144,28 @@ func BenchmarkCatchUp(b *testing.B) {
 		}()
 	}
 	wg.Wait()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		b.StopTimer()
-		pgtest.Exec(b, pool, `TRUNCATE tenants, tenant_events`)
-		if err := projections.ResetCheckpoint(ctx, pool, readmodel.Name); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-		start := time.Now()
-		rctx, cancel := context.WithCancel(ctx)
-		runner := projections.NewRunner(pool, store, readmodel.New(cat), projections.Options{LockPollInterval: 10 * time.Millisecond})
-		done := make(chan error, 1)
-		go func() { done <- runner.Run(rctx) }()
-		waitCaughtUp(b, pool, store, 5*time.Minute)
-		elapsed := time.Since(start)
-		cancel()
-		<-done
-		b.ReportMetric(float64(tenants*perTenant)/elapsed.Seconds(), "events/s")
+	for _, size := range []int{500, 2000, 5000} {
+		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
+			feed := postgres.New(pool, postgres.WithBatchSize(size))
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				pgtest.Exec(b, pool, `TRUNCATE tenants, tenant_events`)
+				if err := projections.ResetCheckpoint(ctx, pool, readmodel.Name); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				start := time.Now()
+				rctx, cancel := context.WithCancel(ctx)
+				runner := projections.NewRunner(pool, feed, readmodel.New(cat), projections.Options{LockPollInterval: 10 * time.Millisecond, AsynchronousCommit: true})
+				done := make(chan error, 1)
+				go func() { done <- runner.Run(rctx) }()
+				waitCaughtUp(b, pool, feed, 5*time.Minute)
+				elapsed := time.Since(start)
+				cancel()
+				<-done
+				b.ReportMetric(float64(tenants*perTenant)/elapsed.Seconds(), "events/s")
+			}
+		})
 	}
 }
 
