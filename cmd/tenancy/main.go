@@ -57,6 +57,7 @@ type options struct {
 	noProjections bool
 	onFailure     string
 	provisioning  string
+	dataDir       string
 }
 
 func env(name, def string) string {
@@ -83,6 +84,7 @@ tenant's stream; a Postgres read model and subscribers are fed from it.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&o.databaseURL, "database-url", env("DATABASE_URL", app.DefaultDatabaseURL), "Postgres database (created if missing) [$DATABASE_URL]")
 	pf.StringVar(&o.eventStoreURL, "eventstore-url", env("EVENTSTORE_URL", ""), "event store; empty: the Postgres database [$EVENTSTORE_URL]")
+	pf.StringVar(&o.dataDir, "data-dir", env("DATA_DIR", "data"), "folder for what a single-binary run keeps on disk (development master key, embedded NATS store) [$DATA_DIR]")
 	pf.StringVar(&o.logFormat, "log-format", env("LOG_FORMAT", "json"), "log format: json or text [$LOG_FORMAT]")
 	pf.StringVar(&o.logLevel, "log-level", env("LOG_LEVEL", "info"), "log level: debug, info, warn or error [$LOG_LEVEL]")
 
@@ -123,7 +125,8 @@ projection runs on one replica at a time; others take over when it stops.`,
 			if err != nil {
 				return err
 			}
-			a, err := app.Open(cmd.Context(), app.Config{DatabaseURL: o.databaseURL, Migrate: true, Logger: log, Version: version})
+			a, err := app.Open(cmd.Context(), app.Config{DatabaseURL: o.databaseURL, Migrate: true, Logger: log, Version: version,
+				DataDir: o.dataDir, MasterKey: os.Getenv("TENANCY_MASTER_KEY")})
 			if err != nil {
 				return err
 			}
@@ -178,7 +181,8 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 	}
 	a, err := app.Open(ctx, app.Config{
 		ExternalProvisioning: o.provisioning == "external",
-		DatabaseURL:          o.databaseURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr,
+		DataDir:              o.dataDir, MasterKey: os.Getenv("TENANCY_MASTER_KEY"),
+		DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr,
 		Migrate: !o.noMigrate, Projections: withProjections, ProjectionFailure: policy,
 		Holder: app.DefaultHolder(), Version: version, Logger: log,
 	})

@@ -38,7 +38,8 @@ func openOps(cmd *cobra.Command, o *options) (*app.App, error) {
 	if err != nil {
 		return nil, err
 	}
-	return app.Open(cmd.Context(), app.Config{DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, Logger: log, Version: version})
+	return app.Open(cmd.Context(), app.Config{DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, Logger: log, Version: version,
+		DataDir: o.dataDir, MasterKey: os.Getenv("TENANCY_MASTER_KEY")})
 }
 
 func newProjectionsCmd(o *options) *cobra.Command {

@@ -41,7 +41,7 @@ func TestReadmeExamplesWork(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a, err := app.Open(ctx, app.Config{DatabaseURL: pgtest.NewDatabase(t), HTTPAddr: "127.0.0.1:0", Migrate: true, Projections: true})
+	a, err := app.Open(ctx, app.Config{DatabaseURL: pgtest.NewDatabase(t), HTTPAddr: "127.0.0.1:0", Migrate: true, Projections: true, DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/tenancyhq/tenancy/eventstore/postgres"
 	"github.com/tenancyhq/tenancy/httpapi"
 	"github.com/tenancyhq/tenancy/internal/idempotency"
+	"github.com/tenancyhq/tenancy/internal/shred"
 	"github.com/tenancyhq/tenancy/migrations"
 	"github.com/tenancyhq/tenancy/process"
 	"github.com/tenancyhq/tenancy/projections"
@@ -65,18 +67,28 @@ type Config struct {
 	// Provisioner runs the provisioning steps (default: record success).
 	Provisioner process.Provisioner
 	// Now is the clock of commands and timers (default time.Now); tests inject theirs.
-	Now     func() time.Time
-	Version string
-	Logger  *slog.Logger
+	Now func() time.Time
+	// DataDir holds what a single-binary run keeps on disk (the development
+	// master key, the embedded NATS server's store); default "data".
+	DataDir string
+	// MasterKey (base64, 32 bytes; TENANCY_MASTER_KEY) wraps the tenants' data
+	// keys. Empty: a development key is generated into DataDir/master.key.
+	MasterKey string
+	Version   string
+	Logger    *slog.Logger
 }
 
 // App is a running (or ready to run) service.
 type App struct {
-	cfg      Config
-	log      *slog.Logger
-	pool     *pgxpool.Pool
-	store    *postgres.Store
-	feed     *postgres.Store
+	cfg  Config
+	log  *slog.Logger
+	pool *pgxpool.Pool
+	// raw is the event store as it is: personal fields sealed.
+	raw eventstore.Store
+	// store and feed open personal fields (or show them redacted once shredded).
+	store    eventstore.Store
+	feed     eventstore.Store
+	keys     *shred.Keys
 	Commands *commands.Handler
 	Reader   *queries.Reader
 	health   *httpapi.Health
@@ -116,10 +128,21 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 			return nil, err
 		}
 	}
-	a.store = postgres.New(pool)
+	if cfg.DataDir == "" {
+		cfg.DataDir = "data"
+		a.cfg.DataDir = cfg.DataDir
+	}
+	master, err := a.masterKey()
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	a.keys = shred.NewKeys(pool, master, 0)
+	a.raw = postgres.New(pool)
+	a.store = shred.NewStore(a.raw, a.keys, a.log)
 	// Projections read the feed in large batches: fewer, bigger transactions
 	// catch up faster (see BenchmarkCatchUp).
-	a.feed = postgres.New(pool, postgres.WithBatchSize(2000))
+	a.feed = shred.NewStore(postgres.New(pool, postgres.WithBatchSize(2000)), a.keys, a.log)
 	a.Commands = commands.NewHandler(a.store, commands.Options{Catalog: a.catalog, Logger: a.log, Now: cfg.Now})
 	a.Reader = queries.NewReader(pool)
 	a.idem = idempotency.New(pool)
@@ -145,6 +168,22 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	return a, nil
 }
 
+// masterKey reads TENANCY_MASTER_KEY, or makes a development key in the data folder.
+func (a *App) masterKey() (*shred.MasterKey, error) {
+	if a.cfg.MasterKey != "" {
+		return shred.ParseMasterKey(a.cfg.MasterKey)
+	}
+	path := filepath.Join(a.cfg.DataDir, "master.key")
+	k, created, err := shred.LoadOrCreateMasterKey(path)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		a.log.Warn("generated a development master key; set TENANCY_MASTER_KEY in production (losing it makes every personal field unreadable)", "path", path)
+	}
+	return k, nil
+}
+
 // Addr is the address the API listens on ("" without an API).
 func (a *App) Addr() string {
 	if a.listener == nil {
@@ -159,8 +198,11 @@ func (a *App) Handler() http.Handler { return a.server }
 // Pool is the Postgres pool.
 func (a *App) Pool() *pgxpool.Pool { return a.pool }
 
-// Store is the event store.
+// Store is the event store, personal fields opened.
 func (a *App) Store() eventstore.Store { return a.store }
+
+// RawStore is the event store as stored: personal fields sealed.
+func (a *App) RawStore() eventstore.Store { return a.raw }
 
 // Run serves until ctx ends, then shuts down gracefully: it stops accepting,
 // lets in-flight requests finish, lets projections commit their batch, and

@@ -93,6 +93,7 @@ func (p *Projector) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.R
 	}
 
 	events := newEventColumns(len(records))
+	var purged []uuid.UUID
 	for i, env := range envs {
 		id, _ := eventcodec.TenantID(env.Stream)
 		row := rows[id]
@@ -106,6 +107,9 @@ func (p *Projector) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.R
 		row.t.Apply(env)
 		row.position = records[i].Position
 		row.changed = true
+		if env.Type == "TenantPurged" {
+			purged = append(purged, id)
+		}
 		if err := events.add(id, env, records[i]); err != nil {
 			return err
 		}
@@ -135,6 +139,65 @@ func (p *Projector) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.R
 	}
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 		return fmt.Errorf("read model: write: %w", err)
+	}
+	for _, id := range purged {
+		if err := p.erase(ctx, tx, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// erase carries out a purge in the read model: the personal fields of the
+// tenant's recorded events are redacted (its row's contacts already are, by
+// the fold) and its data key is destroyed — in the projection's transaction,
+// so a purge whose key destruction was lost on the command side (a crash
+// right after the append) is still completed.
+func (p *Projector) erase(ctx context.Context, tx pgx.Tx, tenant uuid.UUID) error {
+	rows, err := tx.Query(ctx, `SELECT id, event_type, event_version, payload FROM `+pgx.Identifier{p.tables.TenantEvents}.Sanitize()+` WHERE tenant_id = $1`, tenant)
+	if err != nil {
+		return fmt.Errorf("read model: erase %s: %w", tenant, err)
+	}
+	type update struct {
+		id      uuid.UUID
+		payload string
+	}
+	var updates []update
+	for rows.Next() {
+		var id uuid.UUID
+		var typ string
+		var version int
+		var payload []byte
+		if err := rows.Scan(&id, &typ, &version, &payload); err != nil {
+			rows.Close()
+			return fmt.Errorf("read model: erase %s: %w", tenant, err)
+		}
+		if len(aggregate.PersonalFields(typ)) == 0 {
+			continue
+		}
+		e, err := aggregate.DecodeEvent(typ, version, payload)
+		if err != nil {
+			rows.Close()
+			return fmt.Errorf("read model: erase %s: %w", tenant, err)
+		}
+		data, _, err := aggregate.EncodeEvent(aggregate.RedactPersonal(e))
+		if err != nil {
+			rows.Close()
+			return fmt.Errorf("read model: erase %s: %w", tenant, err)
+		}
+		updates = append(updates, update{id, string(data)})
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read model: erase %s: %w", tenant, err)
+	}
+	batch := &pgx.Batch{}
+	for _, u := range updates {
+		batch.Queue(`UPDATE `+pgx.Identifier{p.tables.TenantEvents}.Sanitize()+` SET payload = $2 WHERE id = $1`, u.id, u.payload)
+	}
+	batch.Queue(`DELETE FROM tenant_keys WHERE tenant_id = $1`, tenant)
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return fmt.Errorf("read model: erase %s: %w", tenant, err)
 	}
 	return nil
 }
