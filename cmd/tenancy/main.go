@@ -26,6 +26,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tenancyhq/tenancy/internal/app"
+	"github.com/tenancyhq/tenancy/internal/logging"
 	"github.com/tenancyhq/tenancy/migrations"
 	"github.com/tenancyhq/tenancy/projections"
 )
@@ -203,17 +204,16 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 	return nil
 }
 
+// newLogger is the service's logger: it masks personal data in every line
+// (internal/logging).
 func newLogger(w io.Writer, o *options) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: %w", o.logLevel, err)
 	}
-	hopts := &slog.HandlerOptions{Level: level}
-	switch o.logFormat {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, hopts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, hopts)), nil
+	log, err := logging.New(w, o.logFormat, level)
+	if err != nil {
+		return nil, fmt.Errorf("--log-format: %w", err)
 	}
-	return nil, fmt.Errorf("--log-format %q: want json or text", o.logFormat)
+	return log, nil
 }
