@@ -9,8 +9,28 @@ import (
 )
 
 // AppendInTx runs one append attempt inside the caller's transaction, so that
-// tests can hold it open: its events, and its notification, count from the
-// caller's commit.
+// tests can hold it open: its events, and its notification (sent at commit,
+// as the caller cannot announce it afterwards), count from the caller's
+// commit.
 func (s *Store) AppendInTx(ctx context.Context, tx pgx.Tx, stream string, expected eventstore.ExpectedVersion, events []eventstore.EventData) (eventstore.AppendResult, error) {
-	return s.append(ctx, tx, stream, expected, events)
+	res, err := s.append(ctx, tx, stream, expected, events)
+	if err != nil {
+		return res, err
+	}
+	if _, err := tx.Exec(ctx, notifySQL); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// Statements are the statements the Store runs, by name, for plan tests.
+var Statements = map[string]string{
+	"append one":   appendOneSQL,
+	"append many":  appendManySQL,
+	"stored":       storedSQL,
+	"read forward": readForwardSQL,
+	"read back":    readBackwardSQL,
+	"read feed":    readFeedSQL,
+	"head":         headSQL,
+	"count after":  countAfterSQL,
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/tenancyhq/tenancy/eventstore"
 )
 
-// eventColumns are the columns scanEvent reads, in its order.
+// eventColumns are the columns nullableEvent scans, in its order.
 const eventColumns = `e.position, e.transaction_id, e.stream, e.version, e.event_id,
 	e.event_type, e.schema_version, e.data, e.metadata, e.recorded_at`
 

@@ -12,7 +12,8 @@
 // can still commit has a transaction id at or above it, so what the feed
 // returns is final: nothing can later appear before it.
 //
-// Appends notify the channel tenancy_events in their own transaction;
+// Committed appends are announced on the channel tenancy_events (after their
+// commit, coalesced; see notifier for why not inside the transaction);
 // subscriptions LISTEN on it and poll as a fallback.
 package postgres
 
@@ -43,6 +44,7 @@ const (
 // Make one with New.
 type Store struct {
 	pool         *pgxpool.Pool
+	notifier     *notifier
 	batchSize    int
 	pollInterval time.Duration
 	settle       time.Duration
@@ -94,6 +96,7 @@ func WithSettle(d time.Duration) Option {
 func New(pool *pgxpool.Pool, opts ...Option) *Store {
 	s := &Store{
 		pool:         pool,
+		notifier:     &notifier{pool: pool},
 		batchSize:    DefaultBatchSize,
 		pollInterval: DefaultPollInterval,
 		settle:       DefaultSettle,
