@@ -68,7 +68,9 @@ func (s *Server) verbs() []verb {
 	return []verb{
 		{aggregate.CmdCompleteProvisioning, "Complete provisioning: TRIAL if created with a trial, else ACTIVE",
 			obj(props{"steps": arr(str("A provisioning step that ran.", 200))}),
-			decodeAs(func(r completeProvisioningRequest) aggregate.Command { return aggregate.CompleteProvisioning{Steps: r.Steps} })},
+			decodeAs(func(r completeProvisioningRequest) aggregate.Command {
+				return aggregate.CompleteProvisioning{Steps: r.Steps}
+			})},
 		{aggregate.CmdFailProvisioning, "Fail provisioning: the tenant is terminated", reasonBody,
 			decodeAs(func(r reasonRequest) aggregate.Command { return aggregate.FailProvisioning{Reason: r.Reason} })},
 		{aggregate.CmdActivate, "Activate a trial tenant (paid)", obj(props{}),
@@ -92,7 +94,9 @@ func (s *Server) verbs() []verb {
 			"effective_at": dateTime("When the cancellation takes effect (default: in 30 days)."),
 			"reason":       str("Why, for the audit trail.", 500),
 		}),
-			decodeAs(func(r cancelRequest) aggregate.Command { return aggregate.Cancel{EffectiveAt: r.EffectiveAt, Reason: r.Reason} })},
+			decodeAs(func(r cancelRequest) aggregate.Command {
+				return aggregate.Cancel{EffectiveAt: r.EffectiveAt, Reason: r.Reason}
+			})},
 		{aggregate.CmdRevertCancellation, "Withdraw a pending cancellation", obj(props{}),
 			decodeAs(func(emptyRequest) aggregate.Command { return aggregate.RevertCancellation{} })},
 		{aggregate.CmdMigrateRegion, "Start migrating the tenant to another region",
@@ -184,7 +188,7 @@ func (s *Server) routes() []route {
 			status: http.StatusOK, result: "Tenant", command: true, handler: s.legacySuspend},
 		route{method: http.MethodPut, path: "/organizations/{id}/activate", operationID: "legacyActivateOrganization", tag: "legacy",
 			summary: "Activate an organization (original API): completes provisioning, converts a trial or resumes, as its status needs",
-			status: http.StatusOK, result: "Tenant", command: true, handler: s.legacyActivate},
+			status:  http.StatusOK, result: "Tenant", command: true, handler: s.legacyActivate},
 		route{method: http.MethodPost, path: "/organizations/{id}/policies", operationID: "legacyEvaluatePolicy", tag: "legacy",
 			summary: "Evaluate a policy request (original API)", body: evaluateSchema(), bodyRequired: true,
 			status: http.StatusOK, result: "PolicyDecision", consistent: true, handler: s.evaluatePolicy},
