@@ -129,6 +129,7 @@ func (r *Runner) lockCheckpoint(ctx context.Context, tx pgx.Tx, l *leadership) e
 // checkpoint; Apply; move the checkpoint by compare-and-set from l.pos;
 // COMMIT. A failure of Apply, or of what follows it, is an *applyError.
 func (r *Runner) commitBatch(ctx context.Context, l *leadership, events []eventstore.RecordedEvent) error {
+	started := time.Now()
 	last := events[len(events)-1]
 	toC, toP, err := positionArgs(last.Position)
 	if err != nil {
@@ -179,6 +180,9 @@ func (r *Runner) commitBatch(ctx context.Context, l *leadership, events []events
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return &applyError{err: fmt.Errorf("commit batch to %s: %w", last.Position, err)}
+	}
+	if r.opts.OnBatch != nil {
+		r.opts.OnBatch(r.name, len(events), time.Since(started))
 	}
 	l.pos = last.Position
 	l.progressed = true

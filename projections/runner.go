@@ -107,6 +107,8 @@ type Options struct {
 	// checkpoint together, and the events are applied again. It spares a
 	// disk flush per batch.
 	AsynchronousCommit bool
+	// OnBatch, when set, is told of every committed batch (for metrics).
+	OnBatch func(projection string, events int, took time.Duration)
 }
 
 func (o Options) withDefaults() Options {

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tenancyhq/tenancy/aggregate"
@@ -28,6 +29,7 @@ import (
 	"github.com/tenancyhq/tenancy/eventstore/postgres"
 	"github.com/tenancyhq/tenancy/httpapi"
 	"github.com/tenancyhq/tenancy/internal/idempotency"
+	"github.com/tenancyhq/tenancy/internal/metrics"
 	"github.com/tenancyhq/tenancy/internal/shred"
 	"github.com/tenancyhq/tenancy/migrations"
 	"github.com/tenancyhq/tenancy/process"
@@ -89,6 +91,7 @@ type App struct {
 	store    eventstore.Store
 	feed     eventstore.Store
 	keys     *shred.Keys
+	metrics  *metrics.Metrics
 	Commands *commands.Handler
 	Reader   *queries.Reader
 	health   *httpapi.Health
@@ -138,13 +141,18 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		return nil, err
 	}
 	a.keys = shred.NewKeys(pool, master, 0)
-	a.raw = postgres.New(pool)
+	a.metrics = metrics.New()
+	a.raw = metrics.NewStore(postgres.New(pool), a.metrics)
 	a.store = shred.NewStore(a.raw, a.keys, a.log)
 	// Projections read the feed in large batches: fewer, bigger transactions
 	// catch up faster (see BenchmarkCatchUp).
 	a.feed = shred.NewStore(postgres.New(pool, postgres.WithBatchSize(2000)), a.keys, a.log)
 	a.Commands = commands.NewHandler(a.store, commands.Options{Catalog: a.catalog, Logger: a.log, Now: cfg.Now})
 	a.Reader = queries.NewReader(pool)
+	a.metrics.Registry.MustRegister(
+		metrics.NewProjectionsCollector(a.projectionStats),
+		metrics.NewTenantsCollector(a.Reader.CountByStatusAndEdition),
+	)
 	a.idem = idempotency.New(pool)
 	a.health = httpapi.NewHealth(
 		httpapi.Check{Name: "postgres", Critical: true, Probe: pool.Ping},
@@ -153,7 +161,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	)
 	a.health.SetProjections(a.projectionHealth)
 	if cfg.HTTPAddr != "" {
-		a.server, err = httpapi.New(httpapi.Deps{Commands: a.Commands, Queries: a.Reader, Catalog: a.catalog, Idempotency: a.idem, Health: a.health, Logger: a.log},
+		a.server, err = httpapi.New(httpapi.Deps{Commands: metrics.NewCommands(a.Commands, a.metrics, a.log), Queries: a.Reader, Catalog: a.catalog, Idempotency: a.idem, Health: a.health, Logger: a.log},
 			httpapi.Options{ConsistencyWait: cfg.ConsistencyWait, Version: cfg.Version})
 		if err != nil {
 			pool.Close()
@@ -192,8 +200,17 @@ func (a *App) Addr() string {
 	return a.listener.Addr().String()
 }
 
-// Handler is the HTTP API.
-func (a *App) Handler() http.Handler { return a.server }
+// Handler is what the HTTP listener serves: /metrics (Prometheus, no
+// authentication, like health) and the API.
+func (a *App) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{Registry: a.metrics.Registry}))
+	mux.Handle("/", a.server)
+	return mux
+}
+
+// Metrics is the service's Prometheus registry and metrics.
+func (a *App) Metrics() *metrics.Metrics { return a.metrics }
 
 // Pool is the Postgres pool.
 func (a *App) Pool() *pgxpool.Pool { return a.pool }
@@ -210,7 +227,7 @@ func (a *App) RawStore() eventstore.Store { return a.raw }
 func (a *App) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	if a.listener != nil {
-		srv := &http.Server{Handler: a.server, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 		g.Go(func() error {
 			if err := srv.Serve(a.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -229,7 +246,7 @@ func (a *App) Run(ctx context.Context) error {
 	if a.cfg.Projections {
 		for _, p := range a.projections() {
 			r := projections.NewRunner(a.pool, a.feed, p, projections.Options{Logger: a.log, Holder: a.cfg.Holder,
-				OnFailure: a.cfg.ProjectionFailure, AsynchronousCommit: true})
+				OnFailure: a.cfg.ProjectionFailure, AsynchronousCommit: true, OnBatch: a.observeBatch})
 			g.Go(func() error { return a.runProjection(ctx, p.Name(), r) })
 		}
 		timers := process.NewTimers(a.pool, a.Commands, process.TimerOptions{Now: a.cfg.Now, Holder: a.cfg.Holder, Logger: a.log, Provisioner: a.cfg.Provisioner})
@@ -268,6 +285,26 @@ func (a *App) Rebuild(ctx context.Context, name string, progress func(readmodel.
 	}
 	return fmt.Errorf("rebuild %q: unknown or not rebuildable projection (rebuildable: %s, %s); for nats-publisher use reset, which re-publishes",
 		name, readmodel.Name, process.SchedulerName)
+}
+
+// observeBatch records and logs one committed projection batch.
+func (a *App) observeBatch(projection string, events int, took time.Duration) {
+	a.metrics.ObserveBatch(projection, events, took)
+	a.log.Info("projection batch", "projection", projection, "events", events, "duration", took)
+}
+
+// projectionStats feeds the projections collector.
+func (a *App) projectionStats(ctx context.Context) ([]metrics.ProjectionStat, error) {
+	var out []metrics.ProjectionStat
+	for _, p := range a.projections() {
+		st, err := projections.Status(ctx, a.pool, a.feed, p.Name())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, metrics.ProjectionStat{Name: p.Name(), Position: st.Position, LagEvents: st.LagEvents,
+			LagSeconds: st.LagSeconds, Failures: st.Failures, Halted: st.State == projections.StateHalted})
+	}
+	return out, nil
 }
 
 // projections are the projections this service runs.
