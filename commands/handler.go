@@ -17,10 +17,15 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/eventstore"
 	"github.com/tenancyhq/tenancy/internal/eventcodec"
+	"github.com/tenancyhq/tenancy/internal/tracing"
 )
 
 // Store is what the handler needs of the event store.
@@ -52,6 +57,10 @@ type Options struct {
 	// reservation is orphaned (its create or rename crashed) and may be taken.
 	ReservationGrace time.Duration
 	Logger           *slog.Logger
+	// Tracer traces command handling (default: no tracing). The trace
+	// context of the command's span goes into each event's metadata, so
+	// whatever handles the event later continues the trace.
+	Tracer trace.Tracer
 }
 
 // Handler executes commands against tenant streams. It is safe for concurrent use.
@@ -62,11 +71,15 @@ type Handler struct {
 	maxAttempts int
 	grace       time.Duration
 	logger      *slog.Logger
+	tracer      trace.Tracer
 }
 
 // NewHandler returns a handler over store.
 func NewHandler(store Store, opts Options) *Handler {
-	h := &Handler{store: store, catalog: opts.Catalog, now: opts.Now, maxAttempts: opts.MaxAttempts, grace: opts.ReservationGrace, logger: opts.Logger}
+	h := &Handler{store: store, catalog: opts.Catalog, now: opts.Now, maxAttempts: opts.MaxAttempts, grace: opts.ReservationGrace, logger: opts.Logger, tracer: opts.Tracer}
+	if h.tracer == nil {
+		h.tracer = noop.NewTracerProvider().Tracer("")
+	}
 	if h.catalog == nil {
 		h.catalog = aggregate.DefaultCatalog()
 	}
@@ -142,10 +155,13 @@ func (h *Handler) Load(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, []
 // Execute runs one command against an existing tenant: load, decide, append,
 // and on a version conflict decide again (up to MaxAttempts) unless the
 // request pinned its expected version.
-func (h *Handler) Execute(ctx context.Context, req Request) (Result, error) {
+func (h *Handler) Execute(ctx context.Context, req Request) (res Result, err error) {
 	if _, ok := req.Command.(aggregate.Create); ok {
 		return Result{}, fmt.Errorf("execute: use Handler.Create for %s", aggregate.CmdCreate)
 	}
+	var end func(Result, error)
+	ctx, req.Metadata, end = h.trace(ctx, req.Command.CommandName(), req.TenantID, req.Metadata)
+	defer func() { end(res, err) }()
 	for attempt := 1; ; attempt++ {
 		res, err := h.attempt(ctx, req)
 		res.Attempts = attempt
@@ -296,7 +312,7 @@ func (h *Handler) alreadyApplied(req Request, t *aggregate.Tenant, envs []aggreg
 // then starts the tenant's stream. With an idempotency key the tenant id and
 // event ids are derived from it, so a retried create returns the first
 // outcome. A create that fails after reserving releases the name.
-func (h *Handler) Create(ctx context.Context, cmd aggregate.Create, idempotencyKey string, meta aggregate.Metadata) (Result, error) {
+func (h *Handler) Create(ctx context.Context, cmd aggregate.Create, idempotencyKey string, meta aggregate.Metadata) (res Result, err error) {
 	if cmd.TenantID == uuid.Nil {
 		if idempotencyKey != "" {
 			cmd.TenantID = uuid.NewSHA1(idempotencyNamespace, []byte("create\x00"+idempotencyKey))
@@ -304,6 +320,9 @@ func (h *Handler) Create(ctx context.Context, cmd aggregate.Create, idempotencyK
 			cmd.TenantID = uuid.New()
 		}
 	}
+	var end func(Result, error)
+	ctx, meta, end = h.trace(ctx, aggregate.CmdCreate, cmd.TenantID, meta)
+	defer func() { end(res, err) }()
 	req := Request{TenantID: cmd.TenantID, Command: cmd, IdempotencyKey: idempotencyKey, Metadata: meta}
 	if idempotencyKey != "" {
 		if t, envs, err := h.Load(ctx, cmd.TenantID); err == nil {
@@ -333,7 +352,7 @@ func (h *Handler) Create(ctx context.Context, cmd aggregate.Create, idempotencyK
 		h.releaseName(context.WithoutCancel(ctx), name, cmd.TenantID, now)
 		return Result{}, err
 	}
-	res, err := h.append(ctx, &aggregate.Tenant{}, eventstore.NoStream, req, events, now)
+	res, err = h.append(ctx, &aggregate.Tenant{}, eventstore.NoStream, req, events, now)
 	if err != nil {
 		if errors.Is(err, eventstore.ErrWrongExpectedVersion) {
 			err = &aggregate.Error{Code: aggregate.CodeConflict, Message: "tenant " + cmd.TenantID.String() + " already exists", Command: aggregate.CmdCreate}
@@ -343,6 +362,24 @@ func (h *Handler) Create(ctx context.Context, cmd aggregate.Create, idempotencyK
 	}
 	res.Attempts = 1
 	return res, nil
+}
+
+// trace starts the command's span and puts its trace context into the
+// events' metadata (unless the caller already set one).
+func (h *Handler) trace(ctx context.Context, name aggregate.CommandName, tenant uuid.UUID, meta aggregate.Metadata) (context.Context, aggregate.Metadata, func(Result, error)) {
+	ctx, span := h.tracer.Start(ctx, "command "+string(name), trace.WithAttributes(
+		attribute.String("tenancy.command", string(name)), attribute.String("tenancy.tenant_id", tenant.String())))
+	if meta.TraceParent == "" {
+		meta.TraceParent = tracing.TraceParent(ctx)
+	}
+	return ctx, meta, func(res Result, err error) {
+		span.SetAttributes(attribute.Int("tenancy.events", len(res.Events)), attribute.Int64("tenancy.version", int64(res.Version)))
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}
 }
 
 // externalIDFor derives the first external id to try from the tenant id, so

@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -9,8 +10,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tenancyhq/tenancy/eventstore"
+	"github.com/tenancyhq/tenancy/internal/tracing"
 )
 
 // Querier runs SQL: a *pgxpool.Pool, a *pgx.Conn or a pgx.Tx. Reading a
@@ -128,8 +133,12 @@ func (r *Runner) lockCheckpoint(ctx context.Context, tx pgx.Tx, l *leadership) e
 // commitBatch is the unit of exactly-once: BEGIN; lock and check the
 // checkpoint; Apply; move the checkpoint by compare-and-set from l.pos;
 // COMMIT. A failure of Apply, or of what follows it, is an *applyError.
-func (r *Runner) commitBatch(ctx context.Context, l *leadership, events []eventstore.RecordedEvent) error {
+func (r *Runner) commitBatch(ctx context.Context, l *leadership, events []eventstore.RecordedEvent) (err error) {
 	started := time.Now()
+	if r.opts.Tracer != nil {
+		end := r.traceEvents(ctx, events)
+		defer func() { end(err) }()
+	}
 	last := events[len(events)-1]
 	toC, toP, err := positionArgs(last.Position)
 	if err != nil {
@@ -246,4 +255,33 @@ func rollback(tx pgx.Tx) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = tx.Rollback(ctx)
+}
+
+// traceEvents starts a span per event, each a child of the trace the event's
+// metadata names, and returns the function that ends them with the batch's
+// outcome.
+func (r *Runner) traceEvents(ctx context.Context, events []eventstore.RecordedEvent) func(error) {
+	spans := make([]trace.Span, 0, len(events))
+	for _, e := range events {
+		var meta struct {
+			TraceParent string `json:"trace_parent"`
+		}
+		if len(e.Metadata) == 0 || json.Unmarshal(e.Metadata, &meta) != nil || meta.TraceParent == "" {
+			continue
+		}
+		_, span := r.opts.Tracer.Start(tracing.WithTraceParent(ctx, meta.TraceParent), "project "+r.name,
+			trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(attribute.String("tenancy.projection", r.name), attribute.String("tenancy.event_type", e.Type),
+				attribute.String("tenancy.event_id", e.ID.String()), attribute.String("tenancy.stream", e.Stream)))
+		spans = append(spans, span)
+	}
+	return func(err error) {
+		for _, s := range spans {
+			if err != nil {
+				s.RecordError(err)
+				s.SetStatus(codes.Error, err.Error())
+			}
+			s.End()
+		}
+	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tenancyhq/tenancy/eventstore"
 )
@@ -109,6 +110,9 @@ type Options struct {
 	AsynchronousCommit bool
 	// OnBatch, when set, is told of every committed batch (for metrics).
 	OnBatch func(projection string, events int, took time.Duration)
+	// Tracer, when set, records a span per event applied, continuing the
+	// trace whose context the event's metadata carries (trace_parent).
+	Tracer trace.Tracer
 }
 
 func (o Options) withDefaults() Options {

@@ -22,11 +22,13 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/logging"
+	"github.com/tenancyhq/tenancy/internal/tracing"
 	"github.com/tenancyhq/tenancy/migrations"
 	"github.com/tenancyhq/tenancy/projections"
 )
@@ -177,12 +179,23 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 	default:
 		return fmt.Errorf("--projection-failure %q: want halt or skip", o.onFailure)
 	}
+	tp, shutdownTracing, err := tracing.Setup(ctx, "tenancy", version)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(sctx); err != nil {
+			log.Warn("flush traces", "err", err)
+		}
+	}()
 	if o.provisioning != "auto" && o.provisioning != "external" {
 		return fmt.Errorf("--provisioning-mode %q: want auto or external", o.provisioning)
 	}
 	a, err := app.Open(ctx, app.Config{
 		ExternalProvisioning: o.provisioning == "external",
-		DataDir:              o.dataDir, MasterKey: os.Getenv("TENANCY_MASTER_KEY"),
+		DataDir:              o.dataDir, MasterKey: os.Getenv("TENANCY_MASTER_KEY"), TracerProvider: tp,
 		DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr,
 		Migrate: !o.noMigrate, Projections: withProjections, ProjectionFailure: policy,
 		Holder: app.DefaultHolder(), Version: version, Logger: log,

@@ -21,6 +21,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tenancyhq/tenancy/aggregate"
@@ -76,8 +78,10 @@ type Config struct {
 	// MasterKey (base64, 32 bytes; TENANCY_MASTER_KEY) wraps the tenants' data
 	// keys. Empty: a development key is generated into DataDir/master.key.
 	MasterKey string
-	Version   string
-	Logger    *slog.Logger
+	// TracerProvider traces requests, commands and projections (default: none).
+	TracerProvider trace.TracerProvider
+	Version        string
+	Logger         *slog.Logger
 }
 
 // App is a running (or ready to run) service.
@@ -147,7 +151,12 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	// Projections read the feed in large batches: fewer, bigger transactions
 	// catch up faster (see BenchmarkCatchUp).
 	a.feed = shred.NewStore(postgres.New(pool, postgres.WithBatchSize(2000)), a.keys, a.log)
-	a.Commands = commands.NewHandler(a.store, commands.Options{Catalog: a.catalog, Logger: a.log, Now: cfg.Now})
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = noop.NewTracerProvider()
+		a.cfg.TracerProvider = cfg.TracerProvider
+	}
+	a.Commands = commands.NewHandler(a.store, commands.Options{Catalog: a.catalog, Logger: a.log, Now: cfg.Now,
+		Tracer: cfg.TracerProvider.Tracer("github.com/tenancyhq/tenancy/commands")})
 	a.Reader = queries.NewReader(pool)
 	a.metrics.Registry.MustRegister(
 		metrics.NewProjectionsCollector(a.projectionStats),
@@ -246,7 +255,8 @@ func (a *App) Run(ctx context.Context) error {
 	if a.cfg.Projections {
 		for _, p := range a.projections() {
 			r := projections.NewRunner(a.pool, a.feed, p, projections.Options{Logger: a.log, Holder: a.cfg.Holder,
-				OnFailure: a.cfg.ProjectionFailure, AsynchronousCommit: true, OnBatch: a.observeBatch})
+				OnFailure: a.cfg.ProjectionFailure, AsynchronousCommit: true, OnBatch: a.observeBatch,
+				Tracer: a.cfg.TracerProvider.Tracer("github.com/tenancyhq/tenancy/projections")})
 			g.Go(func() error { return a.runProjection(ctx, p.Name(), r) })
 		}
 		timers := process.NewTimers(a.pool, a.Commands, process.TimerOptions{Now: a.cfg.Now, Holder: a.cfg.Holder, Logger: a.log, Provisioner: a.cfg.Provisioner})

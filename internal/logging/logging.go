@@ -60,7 +60,9 @@ func (m *Masking) WithAttrs(as []slog.Attr) slog.Handler {
 }
 
 // WithGroup implements slog.Handler.
-func (m *Masking) WithGroup(name string) slog.Handler { return &Masking{inner: m.inner.WithGroup(name)} }
+func (m *Masking) WithGroup(name string) slog.Handler {
+	return &Masking{inner: m.inner.WithGroup(name)}
+}
 
 var emailPattern = regexp.MustCompile(`[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}`)
 
