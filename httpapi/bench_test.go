@@ -42,10 +42,10 @@ const benchClients = 16
 // from the same URL, so the same number of connections.
 func BenchmarkHTTP(b *testing.B) {
 	ctx := context.Background()
-	dbURL := pgtest.NewDatabase(b)
-	ids := benchTenants(b, dbURL)
+	dbURL, dataDir := pgtest.NewDatabase(b), b.TempDir()
+	ids := benchTenants(b, dbURL, dataDir)
 
-	a, err := app.Open(ctx, app.Config{DatabaseURL: dbURL, HTTPAddr: "127.0.0.1:0"})
+	a, err := app.Open(ctx, app.Config{DatabaseURL: dbURL, HTTPAddr: "127.0.0.1:0", DataDir: dataDir})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -113,10 +113,10 @@ func BenchmarkHTTP(b *testing.B) {
 
 // benchTenants makes one ACTIVE tenant per client, projected into the read
 // model, with a service of its own that is stopped before the measurement.
-func benchTenants(b *testing.B, dbURL string) []string {
+func benchTenants(b *testing.B, dbURL, dataDir string) []string {
 	b.Helper()
 	ctx := context.Background()
-	a, err := app.Open(ctx, app.Config{DatabaseURL: dbURL, Migrate: true, Projections: true, ExternalProvisioning: true})
+	a, err := app.Open(ctx, app.Config{DatabaseURL: dbURL, Migrate: true, Projections: true, ExternalProvisioning: true, DataDir: dataDir})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -160,7 +160,7 @@ func fuzzTarget(f *testing.F) *fuzzService {
 	f.Helper()
 	ctx := context.Background()
 	a, err := app.Open(ctx, app.Config{DatabaseURL: pgtest.NewDatabase(f), HTTPAddr: "127.0.0.1:0", Migrate: true, Projections: true,
-		ConsistencyWait: 20 * time.Millisecond, ExternalProvisioning: true})
+		ConsistencyWait: 20 * time.Millisecond, ExternalProvisioning: true, DataDir: f.TempDir()})
 	if err != nil {
 		f.Fatalf("app.Open: %v", err)
 	}

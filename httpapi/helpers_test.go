@@ -57,6 +57,7 @@ func startServiceWith(t testing.TB, cfg app.Config) *service {
 	cfg.DatabaseURL = pgtest.NewDatabase(t)
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.Migrate, cfg.Projections = true, true
+	cfg.DataDir = t.TempDir() // the development master key, not in the source tree
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	a, err := app.Open(ctx, cfg)
