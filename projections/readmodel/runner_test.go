@@ -43,7 +43,15 @@ func TestReadModelSurvivesCrashesUnderTraffic(t *testing.T) {
 	}
 
 	r := rand.New(rand.NewPCG(3, 3))
-	for crash := 0; crash < 25; crash++ {
+	// At least 25 crashes, and on until the traffic has written enough to
+	// make them count (a loaded machine writes slowly).
+	enough := func() bool {
+		var n int
+		_ = pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE stream LIKE 'tenant-%'`).Scan(&n)
+		return n >= 300
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for crash := 0; crash < 25 || (!enough() && time.Now().Before(deadline)); crash++ {
 		rctx, cancel := context.WithTimeout(ctx, time.Duration(5+r.IntN(120))*time.Millisecond)
 		runner := projections.NewRunner(pool, store, readmodel.New(cat), projections.Options{LockPollInterval: 20 * time.Millisecond})
 		if err := runner.Run(rctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
