@@ -28,6 +28,7 @@ type ProjectionHealth struct {
 	LagEvents  int64   `json:"lag_events"`
 	LagSeconds float64 `json:"lag_seconds"`
 	Failures   int64   `json:"failures"`
+	Holder     string  `json:"holder,omitempty"`
 }
 
 // Health gathers the service's checks. The zero value is not usable; call NewHealth.

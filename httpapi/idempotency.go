@@ -52,7 +52,7 @@ func (s *Server) idempotency(next echo.HandlerFunc) echo.HandlerFunc {
 		sum.Write([]byte(req.Method + "\n" + req.URL.Path + "\n"))
 		sum.Write(body)
 		hash := hex.EncodeToString(sum.Sum(nil))
-		scope := "anonymous"
+		scope := principal(c).Subject
 
 		ctx := req.Context()
 		stored, err := s.deps.Idempotency.Claim(ctx, scope, key, hash, s.opts.IdempotencyTTL)
@@ -75,6 +75,9 @@ func (s *Server) idempotency(next echo.HandlerFunc) echo.HandlerFunc {
 				h.Set(k, v)
 			}
 			h.Set("Idempotent-Replayed", "true")
+			if s.deps.Observer != nil {
+				s.deps.Observer.IdempotencyReplay()
+			}
 			c.Response().WriteHeader(stored.Status)
 			_, err := c.Response().Write(stored.Body)
 			return err

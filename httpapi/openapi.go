@@ -223,7 +223,20 @@ func components(cat *aggregate.Catalog) schema {
 			"violations": arr(schema{"type": "object"}), "upgrade_required": schema{"type": "boolean"}, "required_edition": schema{"type": "string"},
 			"retry_after_seconds": schema{"type": "integer"}, "rules": arr(schema{"type": "object"})}),
 		"Catalog": open(props{"version": schema{"type": "string", "const": cat.Version()}, "editions": arr(schema{"type": "object"})}),
-		"Health":  open(props{"status": enumOf("", []string{"ok", "degraded", "down"}), "checks": schema{"type": "object"}}),
+		"History": open(props{"tenant_id": schema{"type": "string", "format": "uuid"}, "redacted": schema{"type": "boolean"},
+			"items": arr(open(props{"version": schema{"type": "integer"}, "occurred_at": dateTime(""), "type": enumOf("", aggregate.EventTypes()),
+				"event_id": schema{"type": "string"}, "actor": schema{"type": "string"}, "correlation_id": schema{"type": "string"},
+				"command": schema{"type": "string"}, "data": schema{"type": "object"}, "changes": arr(schema{"type": "object"})})),
+			"next_cursor": schema{"type": "string"}}),
+		"Export": open(props{"generated_at": dateTime(""), "tenant": ref("Tenant"), "events": arr(schema{"type": "object"}), "redacted": schema{"type": "boolean"}}),
+		"Projections": open(props{"projections": arr(open(props{"name": schema{"type": "string"}, "state": schema{"type": "string"},
+			"position": schema{"type": "string"}, "head": schema{"type": "string"}, "lag_events": schema{"type": "integer"},
+			"lag_seconds": schema{"type": "number"}, "failures": schema{"type": "integer"}}))}),
+		"Job": open(props{"id": schema{"type": "string"}, "kind": schema{"type": "string"}, "projection": schema{"type": "string"},
+			"state": enumOf("", []string{"running", "succeeded", "failed"}), "phase": schema{"type": "string"}, "processed": schema{"type": "integer"},
+			"total": schema{"type": "integer"}, "percent": schema{"type": "number"}, "events_per_second": schema{"type": "number"},
+			"eta_seconds": schema{"type": "number"}, "error": schema{"type": "string"}, "started_at": dateTime(""), "finished_at": dateTime("")}),
+		"Health": open(props{"status": enumOf("", []string{"ok", "degraded", "down"}), "checks": schema{"type": "object"}}),
 		"Problem": open(props{
 			"type": schema{"type": "string", "format": "uri"}, "title": schema{"type": "string"}, "status": schema{"type": "integer"},
 			"detail": schema{"type": "string"}, "instance": schema{"type": "string"}, "field": schema{"type": "string"}, "rule": schema{"type": "string"},
@@ -289,8 +302,17 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 		if r.consistent {
 			responses["503"] = problem("The read model did not reach the consistency token in time.")
 		}
+		if scope := r.scopeFor(); scope != "" {
+			responses["401"] = problem("No valid bearer token.")
+			responses["403"] = problem("The token lacks the scope " + scope + " (or is bound to one tenant and the route is not for it).")
+		}
 		responses[fmt.Sprint(r.status)] = ok
 		op := schema{"operationId": r.operationID, "summary": r.summary, "tags": []string{r.tag}, "responses": responses}
+		if scope := r.scopeFor(); scope != "" {
+			op["security"] = []any{schema{"bearer": []string{scope}}}
+		} else {
+			op["security"] = []any{}
+		}
 		if r.description != "" {
 			op["description"] = r.description
 		}
@@ -309,7 +331,11 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 				"Every change is an event; commands answer from the tenant's event stream, reads from the read model. " +
 				"Errors are RFC 9457 problem details."},
 		"paths":      paths,
-		"components": schema{"schemas": components(cat)},
+		"components": schema{"schemas": components(cat), "securitySchemes": schema{
+			"bearer": schema{"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+				"description": "Scopes (claim scope, space-separated): tenancy:read, tenancy:write, tenancy:admin, each including the ones before it. A claim tenant_id binds the token to one tenant."},
+		}},
+		"security": []any{schema{"bearer": []string{}}},
 	}
 }
 

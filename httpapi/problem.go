@@ -75,6 +75,8 @@ const (
 	typeNotCaughtUp  = "read-model-behind"
 	typeUnavailable  = "service-unavailable"
 	typeInternal     = "internal-error"
+	typeUnauthorized = "unauthorized"
+	typeForbidden    = "forbidden"
 )
 
 func newProblem(status int, typ, title, detail string) *Problem {

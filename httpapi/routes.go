@@ -122,6 +122,10 @@ func (s *Server) verbs() []verb {
 		{aggregate.CmdChangeEdition, "Change the edition (upgrade or downgrade)",
 			obj(props{"edition": enumOf("The new edition.", aggregate.Editions())}, "edition"),
 			decodeAs(func(r changeEditionRequest) aggregate.Command { return aggregate.ChangeEdition{Edition: r.Edition} })},
+		{aggregate.CmdExpireTrial, "Expire the trial once it has ended (the trial timer sends this; refused before trial_ends_at)", obj(props{}),
+			decodeAs(func(emptyRequest) aggregate.Command { return aggregate.ExpireTrial{} })},
+		{aggregate.CmdCompleteCancellation, "Make a due cancellation take effect (the cancellation timer sends this; refused before effective_at)", obj(props{}),
+			decodeAs(func(emptyRequest) aggregate.Command { return aggregate.CompleteCancellation{} })},
 		{aggregate.CmdRecordBillingStatus, "Record the billing provider's status (de-duplicated by provider_event_id)", obj(props{
 			"status":            enumOf("The account's billing status.", aggregate.BillingStatuses()),
 			"provider":          str("The billing provider.", 100),
@@ -146,7 +150,13 @@ func (s *Server) routes() []route {
 			summary: "List tenants with filters, sorting and cursor pagination", query: listParams(),
 			status: http.StatusOK, result: "TenantPage", consistent: true, handler: s.listTenants},
 		{method: http.MethodGet, path: tenant, operationID: "getTenant", tag: "tenants",
-			summary: "Get a tenant by id or external id", status: http.StatusOK, result: "Tenant", consistent: true, handler: s.getTenant},
+			summary: "Get a tenant by id or external id (with as_of or version: its state then, folded from its event stream)",
+			query: []param{
+				{name: "as_of", description: "RFC 3339 time: the state at that moment, from the event stream (404 before creation).", schema: schema{"type": "string"}},
+				{name: "version", description: "Stream version: the state after that event, from the event stream.", schema: schema{"type": "string"}},
+				{name: "consistent_with", description: "A consistency token.", schema: schema{"type": "string"}},
+			},
+			status: http.StatusOK, result: "Tenant", consistent: true, handler: s.getTenant},
 		{method: http.MethodPatch, path: tenant, operationID: "updateTenant", tag: "tenants",
 			summary: "Rename the tenant or replace parts of its profile", body: patchSchema(), bodyRequired: true,
 			status: http.StatusOK, result: "Tenant", command: true, handler: s.patchTenant},
@@ -167,6 +177,16 @@ func (s *Server) routes() []route {
 			summary: "Return a feature or limit to the edition's value", status: http.StatusOK, result: "Tenant", command: true, handler: s.clearOverride},
 		route{method: http.MethodGet, path: tenant + "/events", operationID: "listTenantEvents", tag: "tenants",
 			summary: "The tenant's events, oldest first", query: eventParams(), status: http.StatusOK, result: "EventPage", consistent: true, handler: s.listEvents},
+		route{method: http.MethodGet, path: tenant + "/history", operationID: "getTenantHistory", tag: "audit",
+			summary: "The tenant's timeline from its event stream: each event with who, why and what changed (redacted after purge)",
+			query: []param{
+				{name: "limit", description: "Page size, 1 to 500 (default 100).", schema: schema{"type": "string"}},
+				{name: "cursor", description: "next_cursor of the previous page.", schema: schema{"type": "string"}},
+			},
+			status: http.StatusOK, result: "History", handler: s.getHistory},
+		route{method: http.MethodGet, path: tenant + "/export", operationID: "exportTenant", tag: "audit",
+			summary: "Everything held about the tenant (GDPR access request): its state and every event",
+			status:  http.StatusOK, result: "Export", handler: s.exportTenant},
 		route{method: http.MethodGet, path: tenant + "/entitlements", operationID: "getEntitlements", tag: "entitlements",
 			summary: "Effective features and limits (edition with overrides)", status: http.StatusOK, result: "Entitlements", consistent: true, handler: s.getEntitlements},
 		route{method: http.MethodGet, path: tenant + "/transitions", operationID: "getTransitions", tag: "lifecycle",
@@ -193,6 +213,7 @@ func (s *Server) routes() []route {
 			summary: "Evaluate a policy request (original API)", body: evaluateSchema(), bodyRequired: true,
 			status: http.StatusOK, result: "PolicyDecision", consistent: true, handler: s.evaluatePolicy},
 	)
+	rs = append(rs, s.adminRoutes()...)
 	rs = append(rs, s.healthRoutes()...)
 	return rs
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -19,10 +18,15 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/swaggest/swgui/v5emb"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/commands"
 	"github.com/tenancyhq/tenancy/eventstore"
+	"github.com/tenancyhq/tenancy/internal/tracing"
 	"github.com/tenancyhq/tenancy/queries"
 )
 
@@ -51,6 +55,23 @@ type Deps struct {
 	Logger      *slog.Logger
 	// Now is the clock policy evaluation uses (default time.Now).
 	Now func() time.Time
+	// Auth checks bearer tokens; nil turns authentication off (only an
+	// explicit development flag of cmd/tenancy does that).
+	Auth Verifier
+	// Observer records request metrics (optional).
+	Observer Observer
+	// TracerProvider traces requests (default: none).
+	TracerProvider trace.TracerProvider
+	// Replayer answers history and as-of reads from the event stream.
+	Replayer Replayer
+	// Admin runs projection operations (optional; without it the admin routes answer 503).
+	Admin Admin
+}
+
+// Observer records request metrics.
+type Observer interface {
+	ObserveRequest(route, method string, status int, took time.Duration)
+	IdempotencyReplay()
 }
 
 // Options tune the server.
@@ -66,11 +87,13 @@ type Options struct {
 
 // Server is the HTTP API. It implements http.Handler.
 type Server struct {
-	echo    *echo.Echo
-	deps    Deps
-	opts    Options
-	logger  *slog.Logger
-	openapi *openAPI
+	echo     *echo.Echo
+	deps     Deps
+	opts     Options
+	logger   *slog.Logger
+	auditLog *slog.Logger
+	tracer   trace.Tracer
+	openapi  *openAPI
 }
 
 // New builds the server and its routes.
@@ -93,7 +116,11 @@ func New(deps Deps, opts Options) (*Server, error) {
 	if opts.IdempotencyTTL <= 0 {
 		opts.IdempotencyTTL = 24 * time.Hour
 	}
-	s := &Server{echo: echo.New(), deps: deps, opts: opts, logger: deps.Logger}
+	if deps.TracerProvider == nil {
+		deps.TracerProvider = noop.NewTracerProvider()
+	}
+	s := &Server{echo: echo.New(), deps: deps, opts: opts, logger: deps.Logger,
+		auditLog: deps.Logger.With("logger", "audit"), tracer: deps.TracerProvider.Tracer("github.com/tenancyhq/tenancy/httpapi")}
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(s.logger)
@@ -108,6 +135,7 @@ func New(deps Deps, opts Options) (*Server, error) {
 	s.openapi = oa
 
 	e.Use(s.correlation)
+	e.Use(s.traceRequest)
 	e.Use(s.accessLog)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
 		s.logger.ErrorContext(c.Request().Context(), "panic", "err", err, "stack", string(stack))
@@ -117,10 +145,14 @@ func New(deps Deps, opts Options) (*Server, error) {
 
 	for _, r := range routes {
 		h := r.handler
-		mws := []echo.MiddlewareFunc{s.openapi.validate}
-		if r.idempotent() && deps.Idempotency != nil {
-			mws = append([]echo.MiddlewareFunc{s.idempotency}, mws...)
+		mws := []echo.MiddlewareFunc{s.authenticate(r)}
+		if r.command || r.tag == "admin" && r.method != http.MethodGet {
+			mws = append(mws, s.auditing(r))
 		}
+		if r.idempotent() && deps.Idempotency != nil {
+			mws = append(mws, s.idempotency)
+		}
+		mws = append(mws, s.openapi.validate)
 		e.Add(r.method, echoPath(r.path), h, mws...)
 	}
 	e.GET("/openapi.json", func(c echo.Context) error { return c.JSONBlob(http.StatusOK, s.openapi.json) })
@@ -227,11 +259,16 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		if route == "" {
 			route = "(unmatched)"
 		}
+		took := time.Since(start)
+		if s.deps.Observer != nil {
+			s.deps.Observer.ObserveRequest(route, c.Request().Method, c.Response().Status, took)
+		}
 		s.logger.LogAttrs(c.Request().Context(), slog.LevelInfo, "request",
 			slog.String("method", c.Request().Method),
 			slog.String("route", route),
 			slog.Int("status", c.Response().Status),
-			slog.Duration("duration", time.Since(start)),
+			slog.Duration("duration", took),
+			slog.String("actor", principal(c).Subject),
 			slog.String("correlation_id", correlationID(c)),
 			slog.String("tenant", c.Param("id")),
 		)
@@ -239,24 +276,36 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// metadata is the event metadata of a command sent through the API.
+// metadata is the event metadata of a command sent through the API. The
+// trace context is left to the command handler, which records its own span's
+// (a child of this request's).
 func (s *Server) metadata(c echo.Context) aggregate.Metadata {
 	return aggregate.Metadata{
 		CorrelationID: correlationID(c),
-		Actor:         "anonymous",
-		TraceParent:   traceParent(c.Request().Header.Get("traceparent")),
+		Actor:         principal(c).Subject,
 	}
 }
 
-// traceParentPattern is a W3C Trace Context traceparent header (version 00).
-var traceParentPattern = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
-
-// traceParent keeps a well-formed traceparent and drops anything else: it
-// is copied into every event's metadata, which must not carry whatever a
-// client puts in a header (up to a megabyte of it).
-func traceParent(h string) string {
-	if traceParentPattern.MatchString(h) {
-		return h
+// traceRequest starts the request's server span, continuing the caller's
+// trace when it sent a W3C traceparent (a malformed one is ignored).
+func (s *Server) traceRequest(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		ctx := tracing.WithTraceParent(req.Context(), req.Header.Get("traceparent"))
+		ctx, span := s.tracer.Start(ctx, req.Method+" "+c.Path(), trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.request.method", req.Method), attribute.String("http.route", c.Path()),
+				attribute.String("tenancy.correlation_id", correlationID(c))))
+		defer span.End()
+		c.SetRequest(req.WithContext(ctx))
+		err := next(c)
+		status := c.Response().Status
+		if err != nil {
+			status = problemFor(err).Status
+		}
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+		if status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(status))
+		}
+		return err
 	}
-	return ""
 }

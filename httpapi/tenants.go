@@ -142,6 +142,9 @@ func (s *Server) create(c echo.Context, cmd aggregate.Create) error {
 }
 
 func (s *Server) getTenant(c echo.Context) error {
+	if c.QueryParam("as_of") != "" || c.QueryParam("version") != "" {
+		return s.getTenantAsOf(c)
+	}
 	if err := s.waitConsistent(c); err != nil {
 		return err
 	}
@@ -290,6 +293,14 @@ func (s *Server) listTenants(c echo.Context) error {
 	}
 	if f.Limit, err = limitParam(q); err != nil {
 		return err
+	}
+	if p := principal(c); p.TenantID != nil {
+		// A tenant-bound token sees its own tenant only.
+		t, _, err := s.deps.Queries.Get(c.Request().Context(), p.TenantID.String())
+		if err != nil {
+			return c.JSON(http.StatusOK, tenantPage{Items: []tenantView{}})
+		}
+		return c.JSON(http.StatusOK, tenantPage{Items: []tenantView{view(t)}})
 	}
 	page, err := s.deps.Queries.List(c.Request().Context(), f)
 	if err != nil {

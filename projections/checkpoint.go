@@ -115,8 +115,17 @@ func (r *Runner) lockCheckpoint(ctx context.Context, tx pgx.Tx, l *leadership) e
 		epoch int64
 		pos   eventstore.Position
 	)
+	// A projection whose effect is outside the database (a NATS publish)
+	// must not lock the row first: the lock gives the transaction an xid
+	// while Apply waits on the outside world, which holds back
+	// pg_snapshot_xmin and with it every reader of the Postgres feed. The
+	// compare-and-set of the checkpoint at the end still fences it.
+	lock := " FOR UPDATE"
+	if o, ok := r.p.(OutsideEffects); ok && o.OutsideEffects() {
+		lock = ""
+	}
 	err := tx.QueryRow(ctx, `SELECT leader_epoch, position_commit, position_prepare
-		FROM projection_checkpoints WHERE name = $1 FOR UPDATE`, r.name).Scan(&epoch, &pos.Commit, &pos.Prepare)
+		FROM projection_checkpoints WHERE name = $1`+lock, r.name).Scan(&epoch, &pos.Commit, &pos.Prepare)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("checkpoint %s: row deleted: %w", r.name, errFenced)
 	}

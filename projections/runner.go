@@ -144,6 +144,13 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// OutsideEffects is implemented by a projection whose Apply acts outside
+// the database (and writes nothing in its transaction) and returns true:
+// its batch transaction then takes no lock before Apply (see commitBatch).
+type OutsideEffects interface {
+	OutsideEffects() bool
+}
+
 // ErrUnavailable is wrapped by a projection's Apply when something outside
 // the database that it needs is down (the NATS server, say). The runner then
 // rolls back, blames no event, and retries after a capped back-off for as long

@@ -27,6 +27,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tenancyhq/tenancy/internal/app"
+	"github.com/tenancyhq/tenancy/internal/auth"
 	"github.com/tenancyhq/tenancy/internal/logging"
 	"github.com/tenancyhq/tenancy/internal/tracing"
 	"github.com/tenancyhq/tenancy/migrations"
@@ -61,6 +62,7 @@ type options struct {
 	onFailure     string
 	provisioning  string
 	dataDir       string
+	noAuth        bool
 }
 
 func env(name, def string) string {
@@ -105,6 +107,7 @@ those in flight, lets projections commit their batch, and exits 0.`,
 	}
 	serve.Flags().StringVar(&o.httpAddr, "http-addr", env("HTTP_ADDR", ":8000"), "address the API listens on [$HTTP_ADDR]")
 	serve.Flags().BoolVar(&o.noProjections, "no-projections", false, "do not run projections here (run tenancy project elsewhere)")
+	serve.Flags().BoolVar(&o.noAuth, "insecure-no-auth", false, "DEVELOPMENT ONLY: serve the API without authentication")
 	addRunFlags(serve, o)
 
 	project := &cobra.Command{
@@ -193,13 +196,27 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 	if o.provisioning != "auto" && o.provisioning != "external" {
 		return fmt.Errorf("--provisioning-mode %q: want auto or external", o.provisioning)
 	}
-	a, err := app.Open(ctx, app.Config{
+	var verify *auth.Verifier
+	switch {
+	case httpAddr == "":
+	case o.noAuth:
+		log.Warn("authentication is OFF (--insecure-no-auth): anyone who reaches the API may do anything; never do this in production")
+	default:
+		if verify, err = verifier(ctx, o, log); err != nil {
+			return err
+		}
+	}
+	cfg := app.Config{
 		ExternalProvisioning: o.provisioning == "external",
 		DataDir:              o.dataDir, MasterKey: os.Getenv("TENANCY_MASTER_KEY"), TracerProvider: tp,
 		DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr,
 		Migrate: !o.noMigrate, Projections: withProjections, ProjectionFailure: policy,
 		Holder: app.DefaultHolder(), Version: version, Logger: log,
-	})
+	}
+	if verify != nil {
+		cfg.Auth = verify
+	}
+	a, err := app.Open(ctx, cfg)
 	if err != nil {
 		return err
 	}

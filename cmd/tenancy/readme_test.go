@@ -5,11 +5,13 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tenancyhq/tenancy/internal/app"
+	"github.com/tenancyhq/tenancy/internal/auth"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 )
 
@@ -41,7 +43,26 @@ func TestReadmeExamplesWork(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a, err := app.Open(ctx, app.Config{DatabaseURL: pgtest.NewDatabase(t), HTTPAddr: "127.0.0.1:0", Migrate: true, Projections: true, DataDir: t.TempDir()})
+	// The README reads the admin token serve writes to data/admin.token: the
+	// script runs in a folder holding one for this test's secret.
+	dir := t.TempDir()
+	secret := []byte(strings.Repeat("k", 40))
+	v, err := auth.NewVerifier(ctx, auth.Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := auth.Mint(secret, "admin", []string{auth.ScopeAdmin}, nil, time.Hour, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "data", "admin.token"), []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.Open(ctx, app.Config{DatabaseURL: pgtest.NewDatabase(t), HTTPAddr: "127.0.0.1:0", Migrate: true, Projections: true,
+		DataDir: t.TempDir(), Auth: v})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,6 +80,7 @@ func TestReadmeExamplesWork(t *testing.T) {
 	cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
 	defer ccancel()
 	cmd := exec.CommandContext(cctx, "bash", "-euo", "pipefail", "-c", script)
+	cmd.Dir = dir
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

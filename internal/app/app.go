@@ -78,6 +78,9 @@ type Config struct {
 	// MasterKey (base64, 32 bytes; TENANCY_MASTER_KEY) wraps the tenants' data
 	// keys. Empty: a development key is generated into DataDir/master.key.
 	MasterKey string
+	// Auth checks the API's bearer tokens; nil turns authentication off (the
+	// binary does that only with --insecure-no-auth).
+	Auth httpapi.Verifier
 	// TracerProvider traces requests, commands and projections (default: none).
 	TracerProvider trace.TracerProvider
 	Version        string
@@ -96,6 +99,7 @@ type App struct {
 	feed     eventstore.Store
 	keys     *shred.Keys
 	metrics  *metrics.Metrics
+	admin    *admin
 	Commands *commands.Handler
 	Reader   *queries.Reader
 	health   *httpapi.Health
@@ -170,7 +174,9 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	)
 	a.health.SetProjections(a.projectionHealth)
 	if cfg.HTTPAddr != "" {
-		a.server, err = httpapi.New(httpapi.Deps{Commands: metrics.NewCommands(a.Commands, a.metrics, a.log), Queries: a.Reader, Catalog: a.catalog, Idempotency: a.idem, Health: a.health, Logger: a.log},
+		a.admin = newAdmin(a)
+		a.server, err = httpapi.New(httpapi.Deps{Commands: metrics.NewCommands(a.Commands, a.metrics, a.log), Queries: a.Reader,
+			Auth: cfg.Auth, Observer: a.metrics, TracerProvider: cfg.TracerProvider, Replayer: queries.NewReplayer(a.store), Admin: a.admin, Catalog: a.catalog, Idempotency: a.idem, Health: a.health, Logger: a.log},
 			httpapi.Options{ConsistencyWait: cfg.ConsistencyWait, Version: cfg.Version})
 		if err != nil {
 			pool.Close()
@@ -235,6 +241,9 @@ func (a *App) RawStore() eventstore.Store { return a.raw }
 // returns nil.
 func (a *App) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
+	if a.admin != nil {
+		a.admin.ctx = ctx // jobs end with the service
+	}
 	if a.listener != nil {
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
@@ -263,7 +272,11 @@ func (a *App) Run(ctx context.Context) error {
 		g.Go(func() error { return timers.Run(ctx) })
 	}
 	a.health.MarkStarted()
-	return g.Wait()
+	err := g.Wait()
+	if a.admin != nil {
+		a.admin.wg.Wait()
+	}
+	return err
 }
 
 // ProjectionNames are the projections the service runs, for operators.
@@ -407,7 +420,7 @@ func (a *App) projectionHealth(ctx context.Context) ([]httpapi.ProjectionHealth,
 			return nil, err
 		}
 		out = append(out, httpapi.ProjectionHealth{Name: name, State: string(st.State), Position: st.Position.String(), Head: st.Head.String(),
-			LagEvents: st.LagEvents, LagSeconds: st.LagSeconds, Failures: int64(st.Failures)})
+			LagEvents: st.LagEvents, LagSeconds: st.LagSeconds, Failures: st.Failures, Holder: st.Holder})
 	}
 	return out, nil
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -265,3 +266,12 @@ func (c *TenantsCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+// ObserveRequest records one HTTP request (httpapi's Observer).
+func (m *Metrics) ObserveRequest(route, method string, status int, took time.Duration) {
+	m.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+	m.HTTPDuration.WithLabelValues(route, method).Observe(took.Seconds())
+}
+
+// IdempotencyReplay counts a response served from an Idempotency-Key.
+func (m *Metrics) IdempotencyReplay() { m.IdempotencyReplays.Inc() }

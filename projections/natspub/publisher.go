@@ -33,6 +33,10 @@ import (
 	"github.com/tenancyhq/tenancy/projections"
 )
 
+// OutsideEffects tells the runner that Apply publishes to NATS and writes
+// nothing in its transaction, so it takes no row lock before Apply.
+func (p *Publisher) OutsideEffects() bool { return true }
+
 // Name is the projection's name in projection_checkpoints.
 const Name = "nats-publisher"
 

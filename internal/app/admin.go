@@ -1,0 +1,87 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tenancyhq/tenancy/aggregate"
+	"github.com/tenancyhq/tenancy/httpapi"
+	"github.com/tenancyhq/tenancy/projections/readmodel"
+)
+
+// admin implements httpapi.Admin: projection status, and rebuilds run as
+// jobs in this process (a job is visible on the replica that runs it).
+type admin struct {
+	app *App
+	// ctx bounds the jobs: it ends when the service shuts down.
+	ctx  context.Context
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	jobs map[string]*httpapi.Job
+}
+
+func newAdmin(a *App) *admin {
+	return &admin{app: a, ctx: context.Background(), jobs: map[string]*httpapi.Job{}}
+}
+
+func (ad *admin) Projections(ctx context.Context) ([]httpapi.ProjectionHealth, error) {
+	return ad.app.projectionHealth(ctx)
+}
+
+func (ad *admin) StartRebuild(_ context.Context, projection string) (httpapi.Job, error) {
+	known := false
+	for _, n := range ProjectionNames() {
+		known = known || n == projection
+	}
+	if !known {
+		return httpapi.Job{}, &aggregate.Error{Code: aggregate.CodeNotFound, Field: "name", Rule: "known_projection",
+			Message: fmt.Sprintf("no rebuildable projection %q (rebuildable: %v)", projection, ProjectionNames())}
+	}
+	ad.mu.Lock()
+	for _, j := range ad.jobs {
+		if j.Projection == projection && j.State == "running" {
+			ad.mu.Unlock()
+			return httpapi.Job{}, &aggregate.Error{Code: aggregate.CodeConflict, Field: "name", Rule: "one_rebuild_at_a_time",
+				Message: "a rebuild of " + projection + " is already running: job " + j.ID}
+		}
+	}
+	job := &httpapi.Job{ID: uuid.NewString(), Kind: "rebuild", Projection: projection, State: "running", Phase: "starting", StartedAt: time.Now().UTC()}
+	ad.jobs[job.ID] = job
+	snapshot := *job
+	ad.mu.Unlock()
+	ad.wg.Add(1)
+	go func() {
+		defer ad.wg.Done()
+		err := ad.app.Rebuild(ad.ctx, projection, func(p readmodel.Progress) {
+			ad.mu.Lock()
+			defer ad.mu.Unlock()
+			job.Phase, job.Processed, job.Total, job.Percent = p.Phase, p.Processed, p.Total, p.Percent()
+			job.EventsPerS, job.ETASeconds, job.ResumedFrom = p.Rate, p.ETA.Seconds(), p.Resumed
+		})
+		ad.mu.Lock()
+		defer ad.mu.Unlock()
+		now := time.Now().UTC()
+		job.FinishedAt = &now
+		if err != nil {
+			job.State, job.Error = "failed", err.Error()
+			ad.app.log.Error("rebuild job failed", "job", job.ID, "projection", projection, "err", err)
+			return
+		}
+		job.State, job.Phase, job.Percent = "succeeded", "done", 100
+	}()
+	return snapshot, nil
+}
+
+func (ad *admin) Job(id string) (httpapi.Job, bool) {
+	ad.mu.Lock()
+	defer ad.mu.Unlock()
+	j, ok := ad.jobs[id]
+	if !ok {
+		return httpapi.Job{}, false
+	}
+	return *j, true
+}
