@@ -32,6 +32,7 @@ import (
 	"github.com/tenancyhq/tenancy/internal/tracing"
 	"github.com/tenancyhq/tenancy/migrations"
 	"github.com/tenancyhq/tenancy/projections"
+	"github.com/tenancyhq/tenancy/projections/natspub"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -63,6 +64,10 @@ type options struct {
 	provisioning  string
 	dataDir       string
 	noAuth        bool
+	natsURL       string
+	natsListen    string
+	natsStoreDir  string
+	natsWindow    time.Duration
 }
 
 func env(name, def string) string {
@@ -157,11 +162,19 @@ projection runs on one replica at a time; others take over when it stops.`,
 		Args:  cobra.NoArgs,
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "tenancy", version) },
 	}
-	root.AddCommand(serve, project, migrate, versionCmd, newProjectionsCmd(o), newVerifyCmd(o), newReplayCmd(o), newTokenCmd(o))
+	root.AddCommand(serve, project, migrate, versionCmd, newProjectionsCmd(o), newVerifyCmd(o), newReplayCmd(o), newTokenCmd(o), newEventsCmd(o))
 	return root
 }
 
 func addRunFlags(cmd *cobra.Command, o *options) {
+	cmd.Flags().StringVar(&o.natsURL, "nats-url", env("NATS_URL", ""), "NATS server to publish events to; empty: start an embedded one on --nats-listen [$NATS_URL]")
+	cmd.Flags().StringVar(&o.natsListen, "nats-listen", env("NATS_LISTEN", "127.0.0.1:4222"), "where the embedded NATS server listens when NATS_URL is empty [$NATS_LISTEN]")
+	cmd.Flags().StringVar(&o.natsStoreDir, "nats-store-dir", env("NATS_STORE_DIR", ""), "the embedded NATS server's JetStream store (default DATA_DIR/nats) [$NATS_STORE_DIR]")
+	window := time.Hour
+	if v, err := time.ParseDuration(env("NATS_DUPLICATE_WINDOW", "1h")); err == nil {
+		window = v
+	}
+	cmd.Flags().DurationVar(&o.natsWindow, "nats-duplicate-window", window, "how long JetStream remembers event ids to drop re-published copies [$NATS_DUPLICATE_WINDOW]")
 	cmd.Flags().BoolVar(&o.noMigrate, "no-migrate", false, "do not apply migrations at start")
 	cmd.Flags().StringVar(&o.provisioning, "provisioning-mode", env("PROVISIONING_MODE", "auto"),
 		"auto: the service provisions new tenants itself; external: an outside provisioner calls complete-provisioning [$PROVISIONING_MODE]")
@@ -209,6 +222,8 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 	cfg := app.Config{
 		ExternalProvisioning: o.provisioning == "external",
 		DataDir:              o.dataDir, MasterKey: os.Getenv("TENANCY_MASTER_KEY"), TracerProvider: tp,
+		NATSURL: o.natsURL, NATSListen: o.natsListen, NATSStoreDir: o.natsStoreDir,
+		NATSStream:  natspub.StreamOptions{DuplicateWindow: o.natsWindow},
 		DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr,
 		Migrate: !o.noMigrate, Projections: withProjections, ProjectionFailure: policy,
 		Holder: app.DefaultHolder(), Version: version, Logger: log,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/auth"
+	"github.com/tenancyhq/tenancy/internal/natsserver"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 )
 
@@ -62,7 +63,7 @@ func TestReadmeExamplesWork(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, err := app.Open(ctx, app.Config{DatabaseURL: pgtest.NewDatabase(t), HTTPAddr: "127.0.0.1:0", Migrate: true, Projections: true,
-		DataDir: t.TempDir(), Auth: v})
+		DataDir: t.TempDir(), Auth: v, NATSURL: natsserver.StartTest(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +106,7 @@ func TestHelpNamesEveryCommand(t *testing.T) {
 	if err := root.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []string{"serve", "project", "migrate", "version"} {
+	for _, c := range []string{"serve", "project", "migrate", "version", "replay", "verify", "projections", "token", "events"} {
 		if !strings.Contains(out.String(), c) {
 			t.Errorf("--help does not mention %s", c)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/httpapi"
+	"github.com/tenancyhq/tenancy/process"
 	"github.com/tenancyhq/tenancy/projections/readmodel"
 )
 
@@ -33,13 +34,10 @@ func (ad *admin) Projections(ctx context.Context) ([]httpapi.ProjectionHealth, e
 }
 
 func (ad *admin) StartRebuild(_ context.Context, projection string) (httpapi.Job, error) {
-	known := false
-	for _, n := range ProjectionNames() {
-		known = known || n == projection
-	}
-	if !known {
-		return httpapi.Job{}, &aggregate.Error{Code: aggregate.CodeNotFound, Field: "name", Rule: "known_projection",
-			Message: fmt.Sprintf("no rebuildable projection %q (rebuildable: %v)", projection, ProjectionNames())}
+	if projection != readmodel.Name && projection != process.SchedulerName {
+		return httpapi.Job{}, &aggregate.Error{Code: aggregate.CodeNotFound, Field: "name", Rule: "rebuildable_projection",
+			Message: fmt.Sprintf("no rebuildable projection %q (rebuildable: %s, %s; nats-publisher re-publishes with tenancy projections reset)",
+				projection, readmodel.Name, process.SchedulerName)}
 	}
 	ad.mu.Lock()
 	for _, j := range ad.jobs {

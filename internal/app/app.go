@@ -20,6 +20,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -32,10 +34,12 @@ import (
 	"github.com/tenancyhq/tenancy/httpapi"
 	"github.com/tenancyhq/tenancy/internal/idempotency"
 	"github.com/tenancyhq/tenancy/internal/metrics"
+	"github.com/tenancyhq/tenancy/internal/natsserver"
 	"github.com/tenancyhq/tenancy/internal/shred"
 	"github.com/tenancyhq/tenancy/migrations"
 	"github.com/tenancyhq/tenancy/process"
 	"github.com/tenancyhq/tenancy/projections"
+	"github.com/tenancyhq/tenancy/projections/natspub"
 	"github.com/tenancyhq/tenancy/projections/readmodel"
 	"github.com/tenancyhq/tenancy/queries"
 )
@@ -78,6 +82,14 @@ type Config struct {
 	// MasterKey (base64, 32 bytes; TENANCY_MASTER_KEY) wraps the tenants' data
 	// keys. Empty: a development key is generated into DataDir/master.key.
 	MasterKey string
+	// NATSURL is the NATS server the events are published to. Empty with
+	// NATSListen set: an embedded nats-server (JetStream, store under
+	// NATSStoreDir) listens there. Both empty: no publishing.
+	NATSURL      string
+	NATSListen   string
+	NATSStoreDir string
+	// NATSStream configures the TENANCY_EVENTS stream (duplicate window…).
+	NATSStream natspub.StreamOptions
 	// Auth checks the API's bearer tokens; nil turns authentication off (the
 	// binary does that only with --insecure-no-auth).
 	Auth httpapi.Verifier
@@ -97,9 +109,13 @@ type App struct {
 	// store and feed open personal fields (or show them redacted once shredded).
 	store    eventstore.Store
 	feed     eventstore.Store
+	rawFeed  eventstore.Store
 	keys     *shred.Keys
 	metrics  *metrics.Metrics
 	admin    *admin
+	nats     *nats.Conn
+	js       jetstream.JetStream
+	embedded *natsserver.Server
 	Commands *commands.Handler
 	Reader   *queries.Reader
 	health   *httpapi.Health
@@ -154,7 +170,8 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	a.store = shred.NewStore(a.raw, a.keys, a.log)
 	// Projections read the feed in large batches: fewer, bigger transactions
 	// catch up faster (see BenchmarkCatchUp).
-	a.feed = shred.NewStore(postgres.New(pool, postgres.WithBatchSize(2000)), a.keys, a.log)
+	a.rawFeed = postgres.New(pool, postgres.WithBatchSize(2000))
+	a.feed = shred.NewStore(a.rawFeed, a.keys, a.log)
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = noop.NewTracerProvider()
 		a.cfg.TracerProvider = cfg.TracerProvider
@@ -173,6 +190,10 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		httpapi.Check{Name: "migrations", Critical: true, Probe: a.migrationsAtHead},
 	)
 	a.health.SetProjections(a.projectionHealth)
+	if err := a.openNATS(ctx); err != nil {
+		a.Close()
+		return nil, err
+	}
 	if cfg.HTTPAddr != "" {
 		a.admin = newAdmin(a)
 		a.server, err = httpapi.New(httpapi.Deps{Commands: metrics.NewCommands(a.Commands, a.metrics, a.log), Queries: a.Reader,
@@ -189,6 +210,46 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		}
 	}
 	return a, nil
+}
+
+// openNATS starts the embedded server if configured and connects the
+// publisher. A NATS that is down is no reason not to start: commands keep
+// succeeding, readiness says degraded, and the publisher catches up.
+func (a *App) openNATS(ctx context.Context) error {
+	if !a.cfg.Projections || (a.cfg.NATSURL == "" && a.cfg.NATSListen == "") {
+		return nil
+	}
+	url := a.cfg.NATSURL
+	if url == "" {
+		dir := a.cfg.NATSStoreDir
+		if dir == "" {
+			dir = filepath.Join(a.cfg.DataDir, "nats")
+		}
+		srv, err := natsserver.Start(ctx, natsserver.Options{Listen: a.cfg.NATSListen, StoreDir: dir, Logger: a.log})
+		if err != nil {
+			return err
+		}
+		a.embedded = srv
+		url = srv.ClientURL()
+		a.log.Info("embedded NATS server with JetStream", "url", url, "store", dir)
+	}
+	nc, js, err := natspub.Dial(url, 0, a.log)
+	if err != nil {
+		return fmt.Errorf("NATS at %s: %w", url, err)
+	}
+	a.nats, a.js = nc, js
+	// Make the stream now, so subscribers can attach before the first event;
+	// if NATS is down, the publisher makes it when it comes back.
+	if err := natspub.EnsureStream(ctx, js, a.cfg.NATSStream); err != nil {
+		a.log.Warn("NATS stream not ready yet; the publisher will create it", "err", err)
+	}
+	a.health.Add(httpapi.Check{Name: "nats", Critical: false, Probe: func(ctx context.Context) error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("not connected to %s (events wait in the store and are published on reconnection)", url)
+		}
+		return nc.FlushWithContext(ctx)
+	}})
+	return nil
 }
 
 // masterKey reads TENANCY_MASTER_KEY, or makes a development key in the data folder.
@@ -263,7 +324,12 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	if a.cfg.Projections {
 		for _, p := range a.projections() {
-			r := projections.NewRunner(a.pool, a.feed, p, projections.Options{Logger: a.log, Holder: a.cfg.Holder,
+			feed := a.feed
+			if p.Name() == natspub.Name {
+				// Subscribers get personal data only as the event holds it: sealed.
+				feed = a.rawFeed
+			}
+			r := projections.NewRunner(a.pool, feed, p, projections.Options{Logger: a.log, Holder: a.cfg.Holder,
 				OnFailure: a.cfg.ProjectionFailure, AsynchronousCommit: true, OnBatch: a.observeBatch,
 				Tracer: a.cfg.TracerProvider.Tracer("github.com/tenancyhq/tenancy/projections")})
 			g.Go(func() error { return a.runProjection(ctx, p.Name(), r) })
@@ -281,7 +347,7 @@ func (a *App) Run(ctx context.Context) error {
 
 // ProjectionNames are the projections the service runs, for operators.
 func ProjectionNames() []string {
-	return []string{readmodel.Name, process.SchedulerName}
+	return []string{readmodel.Name, process.SchedulerName, natspub.Name}
 }
 
 // Rebuild rebuilds a projection from the start of the feed with no outage:
@@ -313,6 +379,9 @@ func (a *App) Rebuild(ctx context.Context, name string, progress func(readmodel.
 // observeBatch records and logs one committed projection batch.
 func (a *App) observeBatch(projection string, events int, took time.Duration) {
 	a.metrics.ObserveBatch(projection, events, took)
+	if projection == natspub.Name {
+		a.metrics.NATSPublish.Observe(took.Seconds())
+	}
 	a.log.Info("projection batch", "projection", projection, "events", events, "duration", took)
 }
 
@@ -332,10 +401,14 @@ func (a *App) projectionStats(ctx context.Context) ([]metrics.ProjectionStat, er
 
 // projections are the projections this service runs.
 func (a *App) projections() []projections.Projection {
-	return []projections.Projection{
+	ps := []projections.Projection{
 		readmodel.New(a.catalog),
 		process.Scheduler{AutoProvision: !a.cfg.ExternalProvisioning},
 	}
+	if a.js != nil {
+		ps = append(ps, natspub.New(a.js, natspub.Options{Logger: a.log, Stream: &a.cfg.NATSStream}))
+	}
+	return ps
 }
 
 // runProjection keeps a projection running: a halt (a poison event) is
@@ -375,12 +448,27 @@ func (a *App) expireIdempotencyKeys(ctx context.Context) error {
 	}
 }
 
-// Close releases the pool and the listener (if Run never ran).
+// Close releases the connections, the listener (if Run never ran) and the
+// embedded NATS server. Call it after Run has returned.
 func (a *App) Close() {
 	if a.listener != nil {
 		_ = a.listener.Close()
 	}
+	if a.nats != nil {
+		a.nats.Close()
+	}
+	if a.embedded != nil {
+		a.embedded.Shutdown()
+	}
 	a.pool.Close()
+}
+
+// NATSURL is the NATS server events are published to ("" without one).
+func (a *App) NATSURL() string {
+	if a.nats == nil {
+		return ""
+	}
+	return a.nats.ConnectedUrl()
 }
 
 func (a *App) migrate(ctx context.Context) error {
