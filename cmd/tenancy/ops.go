@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -34,12 +35,26 @@ func (e *exitError) Error() string { return e.msg }
 // openOps connects for an operator command: no API, no projections, no
 // migrations (tenancy migrate does those).
 func openOps(cmd *cobra.Command, o *options) (*app.App, error) {
+	// An operator command prints its answer; its logs stay quiet unless asked.
+	if !cmd.Flags().Changed("log-level") {
+		quiet := *o
+		quiet.logLevel = "warn"
+		o = &quiet
+	}
 	log, err := newLogger(cmd.ErrOrStderr(), o)
 	if err != nil {
 		return nil, err
 	}
-	return app.Open(cmd.Context(), app.Config{DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, Logger: log, Version: version,
+	a, err := app.Open(cmd.Context(), app.Config{DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, Logger: log, Version: version,
 		DataDir: o.dataDir, MasterKey: os.Getenv("TENANCY_MASTER_KEY")})
+	if err != nil {
+		return nil, err
+	}
+	if err := a.CheckSchema(cmd.Context()); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("database %s is not ready (%w); is DATABASE_URL right?", redactedURL(o.databaseURL), err)
+	}
+	return a, nil
 }
 
 func newProjectionsCmd(o *options) *cobra.Command {
@@ -70,9 +85,27 @@ apply, or rebuild the read model beside the live one with no outage.`,
 			out = append(out, st)
 		}
 		if asJSON {
+			type row struct {
+				Name            string    `json:"name"`
+				State           string    `json:"state"`
+				Position        string    `json:"position"`
+				Head            string    `json:"head"`
+				LagEvents       int64     `json:"lag_events"`
+				LagSeconds      float64   `json:"lag_seconds"`
+				EventsProcessed int64     `json:"events_processed"`
+				Holder          string    `json:"holder,omitempty"`
+				Failures        int64     `json:"failures"`
+				LastError       string    `json:"last_error,omitempty"`
+				UpdatedAt       time.Time `json:"updated_at"`
+			}
+			rows := make([]row, len(out))
+			for i, st := range out {
+				rows[i] = row{Name: st.Name, State: string(st.State), Position: st.Position.String(), Head: st.Head.String(), LagEvents: st.LagEvents,
+					LagSeconds: st.LagSeconds, EventsProcessed: st.EventsProcessed, Holder: st.Holder, Failures: st.Failures, LastError: st.LastError, UpdatedAt: st.UpdatedAt}
+			}
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetIndent("", "  ")
-			return enc.Encode(out)
+			return enc.Encode(rows)
 		}
 		w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "NAME\tSTATE\tPOSITION\tHEAD\tLAG EVENTS\tLAG SECONDS\tHOLDER\tFAILURES\tLAST ERROR")
@@ -237,7 +270,7 @@ and exits 1 if there is any, 0 when they are equal.`,
 				}
 			}
 			if len(diffs) > 0 {
-				return &exitError{code: 1, msg: fmt.Sprintf("read model differs from the events in %d places (up to checkpoint %s)", len(diffs), pos)}
+				return &exitError{code: 1, msg: fmt.Sprintf("read model differs from the events (%d differences, up to checkpoint %s)", len(diffs), pos)}
 			}
 			if !asJSON {
 				fmt.Fprintf(out, "read model equals a fresh fold of the events (up to checkpoint %s)\n", pos)
@@ -380,4 +413,12 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func redactedURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }

@@ -483,6 +483,9 @@ func (a *App) migrate(ctx context.Context) error {
 	return nil
 }
 
+// CheckSchema reports whether the database's schema is the one this binary needs.
+func (a *App) CheckSchema(ctx context.Context) error { return a.migrationsAtHead(ctx) }
+
 func (a *App) migrationsAtHead(ctx context.Context) error {
 	conn, err := a.pool.Acquire(ctx)
 	if err != nil {
