@@ -127,8 +127,20 @@ func (s *Server) audit(c echo.Context, r route, status int) {
 		outcome = "refused"
 	}
 	s.auditLog.InfoContext(c.Request().Context(), "audit",
-		"actor", p.Subject, "tenant", c.Param("id"), "action", r.operationID, "method", r.method, "route", r.path,
+		"actor", p.Subject, "tenant", auditTenant(c), "action", r.operationID, "method", r.method, "route", r.path,
 		"outcome", outcome, "status", status, "correlation_id", correlationID(c), "source", c.RealIP())
+}
+
+// auditTenant is the tenant a request acted on: the {id} of its path or,
+// for a create, the tenant it made (named by its Location).
+func auditTenant(c echo.Context) string {
+	if id := c.Param("id"); id != "" {
+		return id
+	}
+	if id, ok := strings.CutPrefix(c.Response().Header().Get("Location"), "/api/v1/tenants/"); ok {
+		return id
+	}
+	return ""
 }
 
 func (s *Server) auditDenied(c echo.Context, r route, actor string, status int, reason string) {
