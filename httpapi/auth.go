@@ -66,11 +66,15 @@ func (s *Server) authenticate(r route) echo.MiddlewareFunc {
 			p, err := s.deps.Auth.Verify(strings.TrimSpace(token))
 			if err != nil {
 				s.auditDenied(c, r, "", http.StatusUnauthorized, err.Error())
-				c.Response().Header().Set("WWW-Authenticate", `Bearer realm="tenancy", error="invalid_token"`)
+				// RFC 6750 §3.1: a request without credentials gets the
+				// challenge without an error code.
+				challenge := `Bearer realm="tenancy"`
 				detail := "A valid bearer token is required (Authorization: Bearer <JWT>)."
 				if errors.Is(err, auth.ErrInvalidToken) {
+					challenge += `, error="invalid_token"`
 					detail = "The bearer token is invalid or expired."
 				}
+				c.Response().Header().Set("WWW-Authenticate", challenge)
 				return newProblem(http.StatusUnauthorized, typeUnauthorized, "Unauthorized", detail)
 			}
 			if !p.Can(scope) {
