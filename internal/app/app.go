@@ -356,7 +356,7 @@ func ProjectionNames() []string {
 func (a *App) Rebuild(ctx context.Context, name string, progress func(readmodel.Progress)) error {
 	switch name {
 	case readmodel.Name:
-		return readmodel.Rebuild(ctx, a.pool, a.store, a.catalog, readmodel.RebuildOptions{Progress: progress, Logger: a.log, Holder: a.cfg.Holder})
+		return readmodel.Rebuild(ctx, a.pool, a.feed, a.catalog, readmodel.RebuildOptions{Progress: progress, Logger: a.log, Holder: a.cfg.Holder})
 	case process.SchedulerName:
 		err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, `DELETE FROM timers`); err != nil {

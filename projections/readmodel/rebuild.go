@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -99,7 +101,10 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, feed projections.Feed, cat
 
 	// Build: run the projector into the shadow tables until it is caught up.
 	rctx, stop := context.WithCancel(ctx)
-	runner := projections.NewRunner(pool, feed, p, projections.Options{Logger: opts.Logger, Holder: opts.Holder, LockPollInterval: 50 * time.Millisecond})
+	// Asynchronous commit is safe here as for any in-database projection:
+	// the shadow tables and the rebuild's checkpoint are lost together.
+	runner := projections.NewRunner(pool, feed, p, projections.Options{Logger: opts.Logger, Holder: opts.Holder,
+		LockPollInterval: 50 * time.Millisecond, AsynchronousCommit: true})
 	done := make(chan error, 1)
 	go func() { done <- runner.Run(rctx) }()
 	started := time.Now()
@@ -150,6 +155,10 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, feed projections.Feed, cat
 		return fmt.Errorf("rebuild: %w", err)
 	}
 
+	report(Progress{Phase: "indexing", Processed: total, Total: total})
+	if err := buildIndexes(ctx, pool); err != nil {
+		return err
+	}
 	report(Progress{Phase: "switching", Processed: total, Total: total})
 	if err := switchOver(ctx, pool, feed, p); err != nil {
 		return err
@@ -193,10 +202,15 @@ func prepareShadow(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
 		if resumed {
 			return nil
 		}
+		// Only the primary keys (the projector's upserts need them): the
+		// secondary indexes are built once, at the end (buildIndexes), which is
+		// far cheaper than maintaining them row by row through a bulk load.
 		for _, q := range []string{
 			`DROP TABLE IF EXISTS tenants_rebuild, tenant_events_rebuild`,
-			`CREATE TABLE tenants_rebuild (LIKE tenants INCLUDING ALL)`,
-			`CREATE TABLE tenant_events_rebuild (LIKE tenant_events INCLUDING ALL)`,
+			`CREATE TABLE tenants_rebuild (LIKE tenants INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`,
+			`ALTER TABLE tenants_rebuild ADD PRIMARY KEY (id)`,
+			`CREATE TABLE tenant_events_rebuild (LIKE tenant_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`,
+			`ALTER TABLE tenant_events_rebuild ADD PRIMARY KEY (id)`,
 		} {
 			if _, err := tx.Exec(ctx, q); err != nil {
 				return err
@@ -257,6 +271,10 @@ func switchOver(ctx context.Context, pool *pgxpool.Pool, feed eventstore.FeedRea
 				return fmt.Errorf("switch: %s: %w", q, err)
 			}
 		}
+		// The new tables' indexes take the names the migrations gave the old ones.
+		if err := renameIndexes(ctx, tx); err != nil {
+			return fmt.Errorf("switch: %w", err)
+		}
 		// The live runner must continue from where the new tables stand; the
 		// raised epoch fences it, so it takes the lead again from here.
 		if _, err := tx.Exec(ctx, `UPDATE projection_checkpoints
@@ -270,4 +288,86 @@ func switchOver(ctx context.Context, pool *pgxpool.Pool, feed eventstore.FeedRea
 		}
 		return nil
 	})
+}
+
+// shadowSuffix marks the shadow tables' indexes until the switch-over.
+const shadowSuffix = "_rebuild"
+
+// buildIndexes creates on the shadow tables every index the live tables
+// have (named with shadowSuffix), skipping those already built by an
+// interrupted rebuild.
+func buildIndexes(ctx context.Context, pool *pgxpool.Pool) error {
+	for _, pair := range [][2]string{{LiveTables.Tenants, ShadowTables.Tenants}, {LiveTables.TenantEvents, ShadowTables.TenantEvents}} {
+		live, shadow := pair[0], pair[1]
+		rows, err := pool.Query(ctx, `SELECT l.indexname, l.indexdef FROM pg_indexes l
+			WHERE l.schemaname = current_schema() AND l.tablename = $1 AND l.indexname <> $1 || '_pkey'
+			  AND NOT EXISTS (SELECT 1 FROM pg_indexes s WHERE s.schemaname = current_schema() AND s.tablename = $2 AND s.indexname = l.indexname || $3)`,
+			live, shadow, shadowSuffix)
+		if err != nil {
+			return fmt.Errorf("rebuild: list indexes of %s: %w", live, err)
+		}
+		var defs []string
+		for rows.Next() {
+			var name, def string
+			if err := rows.Scan(&name, &def); err != nil {
+				rows.Close()
+				return err
+			}
+			def = strings.Replace(def, "INDEX "+name+" ON ", "INDEX "+name+shadowSuffix+" ON ", 1)
+			def = onTable.ReplaceAllString(def, " ON ${1}"+shadow+" ")
+			defs = append(defs, def)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, def := range defs {
+			if _, err := pool.Exec(ctx, def); err != nil {
+				return fmt.Errorf("rebuild: %s: %w", def, err)
+			}
+		}
+		if _, err := pool.Exec(ctx, "ANALYZE "+pgx.Identifier{shadow}.Sanitize()); err != nil {
+			return fmt.Errorf("rebuild: analyze %s: %w", shadow, err)
+		}
+	}
+	return nil
+}
+
+// onTable matches the table of an index definition: " ON public.tenants ".
+var onTable = regexp.MustCompile(` ON ((?:[a-z_]+\.)?)[a-z_]+ `)
+
+// renameIndexes gives the switched-in tables' indexes their canonical names.
+func renameIndexes(ctx context.Context, tx pgx.Tx) error {
+	rows, err := tx.Query(ctx, `SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()
+		AND tablename = ANY($1) AND (indexname LIKE '%' || $2 OR indexname LIKE '%' || $2 || '_pkey')`,
+		[]string{LiveTables.Tenants, LiveTables.TenantEvents}, shadowSuffix)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return err
+		}
+		names = append(names, n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, n := range names {
+		to := strings.TrimSuffix(n, shadowSuffix)
+		switch n {
+		case ShadowTables.Tenants + "_pkey":
+			to = LiveTables.Tenants + "_pkey"
+		case ShadowTables.TenantEvents + "_pkey":
+			to = LiveTables.TenantEvents + "_pkey"
+		}
+		if _, err := tx.Exec(ctx, "ALTER INDEX "+pgx.Identifier{n}.Sanitize()+" RENAME TO "+pgx.Identifier{to}.Sanitize()); err != nil {
+			return fmt.Errorf("rename index %s: %w", n, err)
+		}
+	}
+	return nil
 }

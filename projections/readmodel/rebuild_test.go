@@ -3,6 +3,7 @@ package readmodel_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -65,6 +66,22 @@ func TestRebuildUnderTrafficKeepsServingAndEndsEqual(t *testing.T) {
 		}
 	}()
 
+	indexes := func() []string {
+		var names []string
+		rows, err := pool.Query(ctx, `SELECT tablename || '.' || indexname FROM pg_indexes WHERE tablename IN ('tenants', 'tenant_events') ORDER BY 1`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var n string
+			_ = rows.Scan(&n)
+			names = append(names, n)
+		}
+		rows.Close()
+		return names
+	}
+	before := indexes()
+
 	// An interrupted rebuild…
 	interrupted, cancel := context.WithCancel(ctx)
 	var phases []string
@@ -95,6 +112,9 @@ func TestRebuildUnderTrafficKeepsServingAndEndsEqual(t *testing.T) {
 	}
 	if err := <-second; !errors.Is(err, readmodel.ErrRebuildRunning) {
 		t.Fatalf("a second rebuild at once: %v, want ErrRebuildRunning", err)
+	}
+	if after := indexes(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("indexes after the rebuild %v, before %v", after, before)
 	}
 	if !resumed.Load() {
 		t.Errorf("the rebuild after an interruption did not resume")
