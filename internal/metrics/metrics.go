@@ -103,7 +103,11 @@ func NewCommands(inner CommandHandler, m *Metrics, logger *slog.Logger) *Command
 func (c *Commands) Create(ctx context.Context, cmd aggregate.Create, key string, meta aggregate.Metadata) (commands.Result, error) {
 	start := time.Now()
 	res, err := c.inner.Create(ctx, cmd, key, meta)
-	c.observe(ctx, aggregate.CmdCreate, res, err, time.Since(start))
+	tenant := res.TenantID
+	if tenant == uuid.Nil {
+		tenant = cmd.TenantID // refused: the tenant the request named, if it named one
+	}
+	c.observe(ctx, aggregate.CmdCreate, tenant, res, err, time.Since(start))
 	return res, err
 }
 
@@ -111,7 +115,7 @@ func (c *Commands) Create(ctx context.Context, cmd aggregate.Create, key string,
 func (c *Commands) Execute(ctx context.Context, req commands.Request) (commands.Result, error) {
 	start := time.Now()
 	res, err := c.inner.Execute(ctx, req)
-	c.observe(ctx, req.Command.CommandName(), res, err, time.Since(start))
+	c.observe(ctx, req.Command.CommandName(), req.TenantID, res, err, time.Since(start))
 	return res, err
 }
 
@@ -120,7 +124,10 @@ func (c *Commands) Load(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, [
 	return c.inner.Load(ctx, id)
 }
 
-func (c *Commands) observe(ctx context.Context, name aggregate.CommandName, res commands.Result, err error, d time.Duration) {
+// observe counts, times and logs a command. tenant is the one the command
+// was for: a refused command's Result is empty, and its log line must still
+// say which tenant it concerned.
+func (c *Commands) observe(ctx context.Context, name aggregate.CommandName, tenant uuid.UUID, res commands.Result, err error, d time.Duration) {
 	outcome := "accepted"
 	switch {
 	case err == nil && res.Attempts > 1:
@@ -137,7 +144,7 @@ func (c *Commands) observe(ctx context.Context, name aggregate.CommandName, res 
 	}
 	c.m.Commands.WithLabelValues(string(name), outcome).Inc()
 	c.m.CommandDuration.WithLabelValues(string(name)).Observe(d.Seconds())
-	attrs := []any{"command", name, "outcome", outcome, "tenant", res.TenantID, "version", res.Version, "events", len(res.Events), "duration", d}
+	attrs := []any{"command", name, "outcome", outcome, "tenant", tenant, "version", res.Version, "events", len(res.Events), "duration", d}
 	if err != nil {
 		attrs = append(attrs, "err", err)
 	}
@@ -169,7 +176,7 @@ func (s *Store) CountAfter(ctx context.Context, after eventstore.Position, f eve
 		CountAfter(context.Context, eventstore.Position, eventstore.Filter) (int64, error)
 	})
 	if !ok {
-		return 0, errors.New("the event store cannot count")
+		return 0, eventstore.ErrCannotCount
 	}
 	return c.CountAfter(ctx, after, f)
 }
