@@ -27,6 +27,9 @@ var (
 	// ErrDuplicateEventID: an event id is already stored in another stream or at
 	// another position, so the append cannot be a retry of an earlier one.
 	ErrDuplicateEventID = errors.New("duplicate event id")
+	// ErrCannotCount: a store decorator's CountAfter, when the store it wraps
+	// cannot count cheaply; callers count by reading instead.
+	ErrCannotCount = errors.New("the event store cannot count")
 )
 
 // ExpectedVersion is what an append expects of the stream it writes to: Any,

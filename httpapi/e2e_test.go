@@ -127,7 +127,12 @@ func (c *tenantClient) readStatus(status string) map[string]any {
 // (read your writes), and finally the event history.
 func TestTenantLivesItsWholeLifeOverHTTP(t *testing.T) {
 	t.Parallel()
-	s := startService(t)
+	tenantLivesItsWholeLife(t, startService(t))
+}
+
+// tenantLivesItsWholeLife is the lifecycle walk, on whichever service (and
+// event store) it is given; it returns the tenant's id.
+func tenantLivesItsWholeLife(t *testing.T, s *service) string {
 	c := &tenantClient{t: t, s: s}
 	base := func() string { return "/api/v1/tenants/" + c.id }
 
@@ -296,6 +301,7 @@ func TestTenantLivesItsWholeLifeOverHTTP(t *testing.T) {
 	if want := []string{"complete-provisioning->TRIAL", "complete-provisioning->ACTIVE", "fail-provisioning->TERMINATED"}; !slices.Equal(cmds, want) {
 		t.Errorf("transitions of a PROVISIONING tenant: %v, want %v", cmds, want)
 	}
+	return c.id
 }
 
 // TestEditionCatalogIsServed checks GET /api/v1/editions against the catalog.

@@ -54,7 +54,9 @@ func startService(t testing.TB) *service {
 
 func startServiceWith(t testing.TB, cfg app.Config) *service {
 	t.Helper()
-	cfg.DatabaseURL = pgtest.NewDatabase(t)
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = pgtest.NewDatabase(t)
+	}
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.Migrate, cfg.Projections = true, true
 	cfg.DataDir = t.TempDir() // the development master key, not in the source tree

@@ -97,9 +97,13 @@ func Status(ctx context.Context, q Querier, feed eventstore.FeedReader, name str
 		return st, fmt.Errorf("status of %s: head: %w", name, err)
 	}
 	filter := eventstore.Filter{StreamPrefixes: prefixes}
+	counted := false
 	if c, ok := feed.(FeedCounter); ok {
 		st.LagEvents, err = c.CountAfter(ctx, st.Position, filter)
-	} else {
+		// A decorator of a store that cannot count says so.
+		counted = !errors.Is(err, eventstore.ErrCannotCount)
+	}
+	if !counted {
 		st.LagEvents, st.LagCapped, err = countByReading(ctx, feed, st.Position, filter)
 	}
 	if err != nil {

@@ -30,6 +30,7 @@ import (
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/commands"
 	"github.com/tenancyhq/tenancy/eventstore"
+	"github.com/tenancyhq/tenancy/eventstore/esdb"
 	"github.com/tenancyhq/tenancy/eventstore/postgres"
 	"github.com/tenancyhq/tenancy/httpapi"
 	"github.com/tenancyhq/tenancy/internal/idempotency"
@@ -116,6 +117,7 @@ type App struct {
 	nats     *nats.Conn
 	js       jetstream.JetStream
 	embedded *natsserver.Server
+	esdb     *esdb.Store
 	Commands *commands.Handler
 	Reader   *queries.Reader
 	health   *httpapi.Health
@@ -137,9 +139,6 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 25 * time.Second
-	}
-	if cfg.EventStoreURL != "" {
-		return nil, fmt.Errorf("EVENTSTORE_URL %q: only the Postgres event store (EVENTSTORE_URL empty) is available in this build", redactURL(cfg.EventStoreURL))
 	}
 	if err := EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
 		return nil, err
@@ -166,11 +165,28 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	}
 	a.keys = shred.NewKeys(pool, master, 0)
 	a.metrics = metrics.New()
-	a.raw = metrics.NewStore(postgres.New(pool), a.metrics)
+	// The event store: Postgres (the same database) unless EVENTSTORE_URL
+	// names EventStoreDB / KurrentDB. Postgres keeps the read model,
+	// checkpoints and keys either way.
+	var events, feedStore eventstore.Store
+	if cfg.EventStoreURL != "" {
+		es, err := esdb.New(ctx, cfg.EventStoreURL, esdb.Options{Logger: a.log, BatchSize: 2000})
+		if err != nil {
+			pool.Close()
+			return nil, err
+		}
+		a.esdb = es
+		events, feedStore = es, es
+		a.log.Info("event store: EventStoreDB", "url", esdb.RedactURL(cfg.EventStoreURL))
+	} else {
+		events = postgres.New(pool)
+		// Projections read the feed in large batches: fewer, bigger
+		// transactions catch up faster (see BenchmarkCatchUp).
+		feedStore = postgres.New(pool, postgres.WithBatchSize(2000))
+	}
+	a.raw = metrics.NewStore(events, a.metrics)
 	a.store = shred.NewStore(a.raw, a.keys, a.log)
-	// Projections read the feed in large batches: fewer, bigger transactions
-	// catch up faster (see BenchmarkCatchUp).
-	a.rawFeed = postgres.New(pool, postgres.WithBatchSize(2000))
+	a.rawFeed = feedStore
 	a.feed = shred.NewStore(a.rawFeed, a.keys, a.log)
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = noop.NewTracerProvider()
@@ -460,6 +476,9 @@ func (a *App) Close() {
 	if a.embedded != nil {
 		a.embedded.Shutdown()
 	}
+	if a.esdb != nil {
+		_ = a.esdb.Close()
+	}
 	a.pool.Close()
 }
 
@@ -481,6 +500,12 @@ func (a *App) migrate(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// ProjectionLag is a projection's lag in events (for tests and tools).
+func (a *App) ProjectionLag(ctx context.Context, name string) (int64, error) {
+	st, err := projections.Status(ctx, a.pool, a.feed, name)
+	return st.LagEvents, err
 }
 
 // CheckSchema reports whether the database's schema is the one this binary needs.

@@ -106,7 +106,7 @@ func (s *Store) CountAfter(ctx context.Context, after eventstore.Position, f eve
 		CountAfter(context.Context, eventstore.Position, eventstore.Filter) (int64, error)
 	})
 	if !ok {
-		return 0, errors.New("the event store cannot count")
+		return 0, eventstore.ErrCannotCount
 	}
 	return c.CountAfter(ctx, after, f)
 }
