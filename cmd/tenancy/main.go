@@ -162,7 +162,7 @@ projection runs on one replica at a time; others take over when it stops.`,
 		Args:  cobra.NoArgs,
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "tenancy", version) },
 	}
-	root.AddCommand(serve, project, migrate, versionCmd, newProjectionsCmd(o), newVerifyCmd(o), newReplayCmd(o), newTokenCmd(o), newEventsCmd(o))
+	root.AddCommand(serve, project, migrate, versionCmd, newProjectionsCmd(o), newVerifyCmd(o), newReplayCmd(o), newTokenCmd(o), newEventsCmd(o), newHealthcheckCmd())
 	return root
 }
 
