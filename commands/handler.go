@@ -3,6 +3,13 @@
 // events with the version it read. A conflicting append is decided again
 // against the fresh stream, a bounded number of times, unless the caller
 // pinned the version it expects.
+//
+// The handler keeps the folded state of recently commanded tenants (see
+// Options.StateCacheSize), so a command usually reads only the events
+// appended since the last one it handled for the tenant, by this process or
+// another. It still decides against the stream's head and appends with the
+// version it read, so the cache changes what a command costs, never what it
+// decides.
 package commands
 
 import (
@@ -61,6 +68,11 @@ type Options struct {
 	// context of the command's span goes into each event's metadata, so
 	// whatever handles the event later continues the trace.
 	Tracer trace.Tracer
+	// StateCacheSize bounds how many tenants' folded states the handler
+	// keeps between commands, least recently used evicted first (default
+	// DefaultStateCacheSize; negative: none). A command on a cached tenant
+	// reads and decodes only the events appended since, not the whole stream.
+	StateCacheSize int
 }
 
 // Handler executes commands against tenant streams. It is safe for concurrent use.
@@ -72,11 +84,13 @@ type Handler struct {
 	grace       time.Duration
 	logger      *slog.Logger
 	tracer      trace.Tracer
+	states      *stateCache
 }
 
 // NewHandler returns a handler over store.
 func NewHandler(store Store, opts Options) *Handler {
-	h := &Handler{store: store, catalog: opts.Catalog, now: opts.Now, maxAttempts: opts.MaxAttempts, grace: opts.ReservationGrace, logger: opts.Logger, tracer: opts.Tracer}
+	h := &Handler{store: store, catalog: opts.Catalog, now: opts.Now, maxAttempts: opts.MaxAttempts, grace: opts.ReservationGrace, logger: opts.Logger, tracer: opts.Tracer,
+		states: newStateCache(opts.StateCacheSize)}
 	if h.tracer == nil {
 		h.tracer = noop.NewTracerProvider().Tracer("")
 	}
@@ -135,8 +149,8 @@ type Result struct {
 	Duplicate bool
 }
 
-// Load reads a tenant's stream and folds it. A tenant that does not exist
-// yields an aggregate.Error with CodeNotFound.
+// Load reads a tenant's whole stream and folds it. A tenant that does not
+// exist yields an aggregate.Error with CodeNotFound.
 func (h *Handler) Load(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, []aggregate.Envelope, error) {
 	recs, err := h.store.ReadStream(ctx, aggregate.StreamName(id), eventstore.Forward, 0, 0)
 	if errors.Is(err, eventstore.ErrStreamNotFound) {
@@ -150,6 +164,35 @@ func (h *Handler) Load(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, []
 		return nil, nil, fmt.Errorf("load tenant %s: %w", id, err)
 	}
 	return aggregate.Fold(envs), envs, nil
+}
+
+// current returns the tenant's state at the head of its stream, which the
+// caller owns: its cached state with the events appended since folded on, or
+// without one, the fold of the whole stream.
+func (h *Handler) current(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, error) {
+	if t, ok := h.states.get(id); ok {
+		recs, err := h.store.ReadStream(ctx, aggregate.StreamName(id), eventstore.Forward, int64(t.Version)+1, 0)
+		if err != nil && !errors.Is(err, eventstore.ErrStreamNotFound) {
+			return nil, fmt.Errorf("load tenant %s: %w", id, err)
+		}
+		n := uint64(len(recs))
+		if err == nil && (n == 0 || recs[0].Version == t.Version+1 && recs[n-1].Version == t.Version+n) {
+			envs, err := eventcodec.DecodeAll(recs)
+			if err != nil {
+				return nil, fmt.Errorf("load tenant %s: %w", id, err)
+			}
+			for _, env := range envs {
+				t.Apply(env)
+			}
+			return t, nil
+		}
+		// The stream is gone or does not continue the cached state, which
+		// an append-only stream never does: trust only the stream.
+		h.logger.WarnContext(ctx, "cached tenant state does not match its stream, reading it whole", "tenant", id, "cached_version", t.Version, "err", err)
+		h.states.drop(id)
+	}
+	t, _, err := h.Load(ctx, id)
+	return t, err
 }
 
 // Execute runs one command against an existing tenant: load, decide, append,
@@ -187,10 +230,22 @@ func (h *Handler) Execute(ctx context.Context, req Request) (res Result, err err
 }
 
 func (h *Handler) attempt(ctx context.Context, req Request) (Result, error) {
-	t, envs, err := h.Load(ctx, req.TenantID)
+	var (
+		t    *aggregate.Tenant
+		envs []aggregate.Envelope // the whole history, for idempotent requests only
+		err  error
+	)
+	if req.IdempotencyKey != "" {
+		// The request may have been applied anywhere in the history, so
+		// look for its events in all of it.
+		t, envs, err = h.Load(ctx, req.TenantID)
+	} else {
+		t, err = h.current(ctx, req.TenantID)
+	}
 	if err != nil {
 		return Result{}, err
 	}
+	h.states.put(t)
 	if req.ExpectedVersion != nil && t.Version != *req.ExpectedVersion {
 		return Result{}, fmt.Errorf("tenant %s is at version %d, not %d: %w", req.TenantID, t.Version, *req.ExpectedVersion, ErrVersionMismatch)
 	}
@@ -229,6 +284,7 @@ func (h *Handler) attempt(ctx context.Context, req Request) (Result, error) {
 		}
 		return res, err
 	}
+	h.rememberAppended(req, res)
 	switch req.Command.(type) {
 	case aggregate.Rename:
 		if newName != t.NormalizedName {
@@ -277,6 +333,17 @@ func (h *Handler) append(ctx context.Context, t *aggregate.Tenant, expected even
 		after.Apply(env)
 	}
 	return Result{TenantID: req.TenantID, Version: ar.NextExpectedVersion, Position: ar.Position, Events: envs, Tenant: after}, nil
+}
+
+// rememberAppended caches the state an append left, unless the request is
+// idempotent: its append also succeeds when a concurrent copy of it stored
+// the same event ids first, with that copy's times and metadata, so the
+// state folded from this copy's events need not be the stream's. The next
+// command reads the stored events instead.
+func (h *Handler) rememberAppended(req Request, res Result) {
+	if req.IdempotencyKey == "" && res.Tenant != nil && res.Tenant.Version == res.Version {
+		h.states.put(res.Tenant)
+	}
 }
 
 // idempotencyNamespace seeds the deterministic event ids of idempotent requests.
@@ -360,6 +427,7 @@ func (h *Handler) Create(ctx context.Context, cmd aggregate.Create, idempotencyK
 		h.releaseName(context.WithoutCancel(ctx), name, cmd.TenantID, now)
 		return Result{}, err
 	}
+	h.rememberAppended(req, res)
 	res.Attempts = 1
 	return res, nil
 }
