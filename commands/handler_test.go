@@ -319,13 +319,27 @@ func (s *neverRelease) Append(ctx context.Context, stream string, exp eventstore
 }
 
 // TestRacingCommandsLinearize races 64 goroutines sending commands to one
-// tenant, then checks the stored history is one a sequential run could have
-// produced: replaying each command in stored order against the state before
-// it decides exactly the events that were stored.
+// tenant, through one handler or spread over two (two replicas, each with
+// its cached state), then checks the stored history is one a sequential run
+// could have produced: replaying each command in stored order against the
+// state before it decides exactly the events that were stored.
 func TestRacingCommandsLinearize(t *testing.T) {
 	t.Parallel()
+	for _, replicas := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d replicas", replicas), func(t *testing.T) {
+			t.Parallel()
+			racingCommandsLinearize(t, replicas)
+		})
+	}
+}
+
+func racingCommandsLinearize(t *testing.T, replicas int) {
 	store := memory.New()
-	h := commands.NewHandler(store, commands.Options{MaxAttempts: 10})
+	hs := make([]*commands.Handler, replicas)
+	for i := range hs {
+		hs[i] = commands.NewHandler(store, commands.Options{MaxAttempts: 10})
+	}
+	h := hs[0]
 	id := create(t, h, "Racy").TenantID
 	exec(t, h, id, aggregate.CompleteProvisioning{})
 	exec(t, h, id, aggregate.ConvertTrial{})
@@ -348,7 +362,7 @@ func TestRacingCommandsLinearize(t *testing.T) {
 				mu.Lock()
 				sent[corr] = cmd
 				mu.Unlock()
-				_, err := h.Execute(context.Background(), commands.Request{TenantID: id, Command: cmd, Metadata: aggregate.Metadata{CorrelationID: corr}})
+				_, err := hs[g%replicas].Execute(context.Background(), commands.Request{TenantID: id, Command: cmd, Metadata: aggregate.Metadata{CorrelationID: corr}})
 				// Refusals and giving up under contention are fine: neither writes.
 				if err != nil && !aggregate.HasCode(err, aggregate.CodeTransition) && !aggregate.HasCode(err, aggregate.CodeInvariant) && !errors.Is(err, commands.ErrTooManyConflicts) {
 					t.Errorf("%s: %v", cmd.CommandName(), err)
