@@ -212,7 +212,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	}
 	if cfg.HTTPAddr != "" {
 		a.admin = newAdmin(a)
-		a.server, err = httpapi.New(httpapi.Deps{Commands: metrics.NewCommands(a.Commands, a.metrics, a.log), Queries: a.Reader,
+		a.server, err = httpapi.New(httpapi.Deps{Commands: metrics.NewCommands(a.erasing(), a.metrics, a.log), Queries: a.Reader,
 			Auth: cfg.Auth, Observer: a.metrics, TracerProvider: cfg.TracerProvider, Replayer: queries.NewReplayer(a.store), Admin: a.admin, Catalog: a.catalog, Idempotency: a.idem, Health: a.health, Logger: a.log},
 			httpapi.Options{ConsistencyWait: cfg.ConsistencyWait, Version: cfg.Version})
 		if err != nil {
@@ -350,7 +350,7 @@ func (a *App) Run(ctx context.Context) error {
 				Tracer: a.cfg.TracerProvider.Tracer("github.com/tenancyhq/tenancy/projections")})
 			g.Go(func() error { return a.runProjection(ctx, p.Name(), r) })
 		}
-		timers := process.NewTimers(a.pool, a.Commands, process.TimerOptions{Now: a.cfg.Now, Holder: a.cfg.Holder, Logger: a.log, Provisioner: a.cfg.Provisioner})
+		timers := process.NewTimers(a.pool, a.erasing(), process.TimerOptions{Now: a.cfg.Now, Holder: a.cfg.Holder, Logger: a.log, Provisioner: a.cfg.Provisioner})
 		g.Go(func() error { return timers.Run(ctx) })
 	}
 	a.health.MarkStarted()

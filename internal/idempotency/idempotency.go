@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -98,6 +99,21 @@ func (s *Store) Release(ctx context.Context, scope, key string) error {
 		return fmt.Errorf("release idempotency key: %w", err)
 	}
 	return nil
+}
+
+// ForgetTenant deletes the remembered responses that mention the tenant
+// (its id is in the body: a tenant's state, a problem about it), and
+// reports how many. A purge calls it: those responses hold the tenant's
+// personal data as it was, outside the event store that crypto-shredding
+// erases. A retried request is still applied once: the command handler
+// recognises its events by the Idempotency-Key. Claims still running
+// (no body yet) stay.
+func (s *Store) ForgetTenant(ctx context.Context, tenant uuid.UUID) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE position($1::bytea IN body) > 0`, []byte(tenant.String()))
+	if err != nil {
+		return 0, fmt.Errorf("forget the idempotent responses of %s: %w", tenant, err)
+	}
+	return tag.RowsAffected(), nil
 }
 
 // DeleteExpired removes keys past their time; the service runs it periodically.
