@@ -274,10 +274,11 @@ type CloudEvent struct {
 }
 
 // Message builds the NATS message of a recorded tenant event: its subject,
-// the headers Nats-Msg-Id (the event id) and Content-Type, and the
-// CloudEvent JSON. Data in the current schema goes out as the event store
-// holds it; older schema versions are upcast first. Personal data is
-// neither redacted nor decrypted here: the event's data goes out as it is.
+// the headers Nats-Msg-Id (the event id), Content-Type and, when the
+// command was traced, traceparent, and the CloudEvent JSON. Data in the
+// current schema goes out as the event store holds it; older schema
+// versions are upcast first. Personal data is neither redacted nor
+// decrypted here: the event's data goes out as it is.
 func Message(ev eventstore.RecordedEvent, source string) (*nats.Msg, error) {
 	tenant, err := eventcodec.TenantID(ev.Stream)
 	if err != nil {
@@ -329,14 +330,16 @@ func Message(ev eventstore.RecordedEvent, source string) (*nats.Msg, error) {
 		TraceParent:     meta.TraceParent,
 		Data:            data,
 	})
-	return &nats.Msg{
-		Subject: Subject(ev.Type, tenantID),
-		Header: nats.Header{
-			jetstream.MsgIDHeader: []string{id},
-			"Content-Type":        []string{ContentType},
-		},
-		Data: body,
-	}, nil
+	header := nats.Header{
+		jetstream.MsgIDHeader: []string{id},
+		"Content-Type":        []string{ContentType},
+	}
+	if meta.TraceParent != "" {
+		// W3C trace context as a header too, for instrumentation that reads
+		// headers (OpenTelemetry's NATS propagation) rather than the body.
+		header["traceparent"] = []string{meta.TraceParent}
+	}
+	return &nats.Msg{Subject: Subject(ev.Type, tenantID), Header: header, Data: body}, nil
 }
 
 // appendCloudEvent appends ce as JSON, as json.Marshal would write it
