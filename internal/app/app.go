@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -143,7 +144,17 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	if err := EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
 		return nil, err
 	}
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	// pgxpool's default (max(4, CPUs)) makes concurrent requests queue for a
+	// connection; size the pool for the requests, unless the URL says
+	// (pool_max_conns).
+	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
+		pcfg.MaxConns = int32(max(16, 4*runtime.NumCPU()))
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("database %s: %w", redactURL(cfg.DatabaseURL), err)
 	}
@@ -544,10 +555,13 @@ func (a *App) projectionHealth(ctx context.Context) ([]httpapi.ProjectionHealth,
 // EnsureDatabase creates the database of dbURL if it does not exist, by
 // connecting to the server's "postgres" database.
 func EnsureDatabase(ctx context.Context, dbURL string) error {
-	cfg, err := pgx.ParseConfig(dbURL)
+	// pgxpool's parser knows the pool_* parameters (a plain connection
+	// would send them to the server, which refuses them).
+	pcfg, err := pgxpool.ParseConfig(dbURL)
 	if err != nil {
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
+	cfg := pcfg.ConnConfig
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err == nil {
 		return conn.Close(ctx)
