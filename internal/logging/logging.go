@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/tenancyhq/tenancy/aggregate"
@@ -100,10 +102,75 @@ func maskAttr(a slog.Attr) slog.Attr {
 		case []byte:
 			return slog.String(a.Key, MaskString(string(x)))
 		case fmt.Stringer:
-			return slog.String(a.Key, MaskString(x.String()))
+			return slog.String(a.Key, MaskString(redact(x.String(), x)))
 		default:
-			return slog.String(a.Key, MaskString(fmt.Sprintf("%+v", x)))
+			return slog.String(a.Key, MaskString(redact(fmt.Sprintf("%+v", x), x)))
 		}
 	}
 	return slog.Attr{Key: a.Key, Value: v}
+}
+
+// redact replaces in s, the text of x, every personal value x holds
+// anywhere: a contact behind a pointer, in an envelope, a tenant's state or
+// a command, all show their fields in %+v.
+func redact(s string, x any) string {
+	found := personalValues(reflect.ValueOf(x), nil, 0)
+	// Longest first, so a value inside another is not replaced half.
+	slices.SortFunc(found, func(a, b string) int { return len(b) - len(a) })
+	for _, p := range found {
+		s = strings.ReplaceAll(s, p, aggregate.Redacted)
+	}
+	return s
+}
+
+// personalValues appends the non-empty string fields tagged
+// `personal:"true"` found in v, through pointers, interfaces, structs,
+// slices, arrays and maps.
+func personalValues(v reflect.Value, out []string, depth int) []string {
+	if depth > 32 || !v.IsValid() {
+		return out
+	}
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if !v.IsNil() {
+			out = personalValues(v.Elem(), out, depth+1)
+		}
+	case reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			f := v.Field(i)
+			if t.Field(i).Tag.Get("personal") == "true" && f.Kind() == reflect.String {
+				if p := f.String(); p != "" && p != aggregate.Redacted {
+					out = append(out, p)
+				}
+				continue
+			}
+			out = personalValues(f, out, depth+1)
+		}
+	case reflect.Slice, reflect.Array:
+		if !mayHoldPersonal(v.Type().Elem()) {
+			return out
+		}
+		for i := range v.Len() {
+			out = personalValues(v.Index(i), out, depth+1)
+		}
+	case reflect.Map:
+		if !mayHoldPersonal(v.Type().Elem()) {
+			return out
+		}
+		for it := v.MapRange(); it.Next(); {
+			out = personalValues(it.Value(), out, depth+1)
+		}
+	}
+	return out
+}
+
+// mayHoldPersonal reports whether a value of type t can hold a personal
+// field: anything but a scalar.
+func mayHoldPersonal(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Pointer, reflect.Interface, reflect.Struct, reflect.Slice, reflect.Array, reflect.Map:
+		return true
+	}
+	return false
 }
