@@ -58,11 +58,15 @@ func (s *Server) authenticate(r route) echo.MiddlewareFunc {
 			if scope == "" || s.deps.Auth == nil {
 				return next(c)
 			}
+			// The scheme is case-insensitive (RFC 9110 §11.1).
 			h := c.Request().Header.Get("Authorization")
-			token, ok := strings.CutPrefix(h, "Bearer ")
-			if !ok {
-				token, _ = strings.CutPrefix(h, "bearer ")
+			var token string
+			if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+				token = h[7:]
 			}
+			// Until a token is accepted the request acts as nobody (the
+			// access log must not say "anonymous", the auth-off principal).
+			c.SetRequest(c.Request().WithContext(context.WithValue(c.Request().Context(), principalKey, auth.Principal{Subject: "unauthenticated"})))
 			p, err := s.deps.Auth.Verify(strings.TrimSpace(token))
 			if err != nil {
 				s.auditDenied(c, r, "", http.StatusUnauthorized, err.Error())

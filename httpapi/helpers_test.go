@@ -60,6 +60,11 @@ func startServiceWith(t testing.TB, cfg app.Config) *service {
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.Migrate, cfg.Projections = true, true
 	cfg.DataDir = t.TempDir() // the development master key, not in the source tree
+	if cfg.ConsistencyWait == 0 {
+		// A loaded CI machine can take longer than the 2 s default for the
+		// read model to catch up; the tests check consistency, not speed.
+		cfg.ConsistencyWait = 15 * time.Second
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	a, err := app.Open(ctx, cfg)

@@ -324,12 +324,20 @@ func TestBearerTokensScopesAndTenantBinding(t *testing.T) {
 	})
 
 	t.Run("EventActorIsTheTokenSubject", func(t *testing.T) {
-		page := s.must(http.StatusOK, admin, "GET", "/api/v1/tenants/"+a+"/events?limit=100", nil).json(t)
 		var actors []string
-		for _, it := range page["items"].([]any) {
-			ev := it.(map[string]any)
-			meta := ev["metadata"].(map[string]any)
-			actors = append(actors, fmt.Sprintf("%v:%v", ev["type"], meta["actor"]))
+		// The events come from the read model: wait until it has them all.
+		for deadline := time.Now().Add(15 * time.Second); ; {
+			page := s.must(http.StatusOK, admin, "GET", "/api/v1/tenants/"+a+"/events?limit=100", nil).json(t)
+			actors = actors[:0]
+			for _, it := range page["items"].([]any) {
+				ev := it.(map[string]any)
+				meta := ev["metadata"].(map[string]any)
+				actors = append(actors, fmt.Sprintf("%v:%v", ev["type"], meta["actor"]))
+			}
+			if len(actors) >= 9 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 		want := []string{"TenantCreated:admin-ops", // the create
 			"ProvisioningCompleted:writer-svc", "TenantActivated:writer-svc", // complete-provisioning
