@@ -330,7 +330,7 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 			"description": "The system of record for tenant organizations: lifecycle, editions, policies and billing standing. " +
 				"Every change is an event; commands answer from the tenant's event stream, reads from the read model. " +
 				"Errors are RFC 9457 problem details."},
-		"paths":      paths,
+		"paths": paths,
 		"components": schema{"schemas": components(cat), "securitySchemes": schema{
 			"bearer": schema{"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
 				"description": "Scopes (claim scope, space-separated): tenancy:read, tenancy:write, tenancy:admin, each including the ones before it. A claim tenant_id binds the token to one tenant."},
