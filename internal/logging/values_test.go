@@ -57,4 +57,6 @@ func TestPersonalFieldsOfAnyValueAreMasked(t *testing.T) {
 
 type stringer struct{ c aggregate.Contact }
 
-func (s stringer) String() string { return fmt.Sprintf("contact %s <%s> %s", s.c.Name, s.c.Email, s.c.Phone) }
+func (s stringer) String() string {
+	return fmt.Sprintf("contact %s <%s> %s", s.c.Name, s.c.Email, s.c.Phone)
+}
