@@ -52,7 +52,9 @@ func (r *Reader) Get(ctx context.Context, idOrExternalID string) (*aggregate.Ten
 	if aggregate.IsExternalID(idOrExternalID) {
 		where, arg = "external_id = $1", idOrExternalID
 	} else if id, err := uuid.Parse(idOrExternalID); err == nil {
-		where, arg = "id = $1", id
+		// [16]byte: pgx encodes it natively (a uuid.UUID goes through
+		// driver.Valuer, measurably slower on this hot path).
+		where, arg = "id = $1", [16]byte(id)
 	} else {
 		// No tenant can have it: not found, as the API answers for a path
 		// that names no tenant.
