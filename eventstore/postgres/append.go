@@ -98,15 +98,17 @@ func (s *Store) append(ctx context.Context, q querier, stream string, expected e
 	var err error
 	if len(events) == 1 {
 		e := events[0]
-		rows, err = q.Query(ctx, appendOneSQL, stream, int64(expected), e.ID, e.Type, int32(e.SchemaVersion), e.Data, e.Metadata)
+		// Ids go to pgx as [16]byte, which it encodes natively (a uuid.UUID
+		// takes the slower driver.Valuer path, and in arrays an error path).
+		rows, err = q.Query(ctx, appendOneSQL, stream, int64(expected), [16]byte(e.ID), e.Type, int32(e.SchemaVersion), e.Data, e.Metadata)
 	} else {
-		ids := make([]uuid.UUID, len(events))
+		ids := make([][16]byte, len(events))
 		types := make([]string, len(events))
 		schemas := make([]int32, len(events))
 		data := make([][]byte, len(events))
 		meta := make([][]byte, len(events))
 		for i, e := range events {
-			ids[i], types[i], schemas[i], data[i], meta[i] = e.ID, e.Type, int32(e.SchemaVersion), e.Data, e.Metadata
+			ids[i], types[i], schemas[i], data[i], meta[i] = [16]byte(e.ID), e.Type, int32(e.SchemaVersion), e.Data, e.Metadata
 		}
 		rows, err = q.Query(ctx, appendManySQL, stream, int64(expected), ids, types, schemas, data, meta)
 	}
