@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -52,7 +51,7 @@ func openOps(cmd *cobra.Command, o *options) (*app.App, error) {
 	}
 	if err := a.CheckSchema(cmd.Context()); err != nil {
 		a.Close()
-		return nil, fmt.Errorf("database %s is not ready (%w); is DATABASE_URL right?", redactedURL(o.databaseURL), err)
+		return nil, fmt.Errorf("database %s is not ready (%w); is DATABASE_URL right?", app.RedactURL(o.databaseURL), err)
 	}
 	return a, nil
 }
@@ -413,12 +412,4 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-func redactedURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
 }

@@ -588,6 +588,9 @@ func EnsureDatabase(ctx context.Context, dbURL string) error {
 	return nil
 }
 
+// RedactURL hides a URL's password for messages and logs.
+func RedactURL(s string) string { return redactURL(s) }
+
 // redactURL hides a URL's password for messages and logs.
 func redactURL(s string) string {
 	u, err := url.Parse(s)

@@ -94,7 +94,11 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, feed projections.Feed, cat
 	var total int64
 	counter, canCount := feed.(Counter)
 	if canCount {
-		if total, err = counter.CountAfter(ctx, eventstore.Start, p.Filter()); err != nil {
+		total, err = counter.CountAfter(ctx, eventstore.Start, p.Filter())
+		switch {
+		case errors.Is(err, eventstore.ErrCannotCount):
+			total = 0 // unknown (EventStoreDB): progress shows events done, the lag the rest
+		case err != nil:
 			return fmt.Errorf("rebuild: count events: %w", err)
 		}
 	}
