@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -458,15 +459,26 @@ func upcastTenantCreatedV1(data []byte) ([]byte, error) {
 
 // PersonalFields lists the JSON paths of an event type's personal fields,
 // such as "contacts[].email", from the `personal:"true"` tags.
+// It is read for every event the crypto-shredding store handles, so the
+// paths are worked out once, from the registry, on first use.
 func PersonalFields(eventType string) []string {
-	s, ok := registry[eventType]
-	if !ok {
-		return nil
-	}
-	var out []string
-	collectPersonal(reflect.TypeOf(s.newEvent()), "", &out)
-	return out
+	return slices.Clone(personalFields()[eventType])
 }
+
+// personalFields maps every registered event type to its personal fields.
+var personalFields = sync.OnceValue(func() map[string][]string {
+	out := make(map[string][]string, len(registry))
+	for typ, s := range registry {
+		var paths []string
+		collectPersonal(reflect.TypeOf(s.newEvent()), "", &paths)
+		out[typ] = paths
+	}
+	return out
+})
+
+// HasPersonalFields reports whether an event type holds personal data,
+// without copying its paths.
+func HasPersonalFields(eventType string) bool { return len(personalFields()[eventType]) > 0 }
 
 func collectPersonal(t reflect.Type, prefix string, out *[]string) {
 	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {

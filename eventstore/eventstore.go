@@ -245,3 +245,18 @@ type Subscription interface {
 	// Close releases the subscription's resources.
 	Close() error
 }
+
+// Counter is implemented by stores that count feed events cheaply (Postgres).
+type Counter interface {
+	CountAfter(ctx context.Context, after Position, filter Filter) (int64, error)
+}
+
+// CountAfter asks s to count the events after a position, or answers
+// ErrCannotCount when it cannot: what a store decorator's CountAfter does.
+func CountAfter(ctx context.Context, s any, after Position, filter Filter) (int64, error) {
+	c, ok := s.(Counter)
+	if !ok {
+		return 0, ErrCannotCount
+	}
+	return c.CountAfter(ctx, after, filter)
+}

@@ -358,7 +358,7 @@ func (a *App) Run(ctx context.Context) error {
 			}
 			r := projections.NewRunner(a.pool, feed, p, projections.Options{Logger: a.log, Holder: a.cfg.Holder,
 				OnFailure: a.cfg.ProjectionFailure, AsynchronousCommit: true, OnBatch: a.observeBatch,
-				Tracer: a.cfg.TracerProvider.Tracer("github.com/tenancyhq/tenancy/projections")})
+				Tracer: a.projectionTracer()})
 			g.Go(func() error { return a.runProjection(ctx, p.Name(), r) })
 		}
 		timers := process.NewTimers(a.pool, a.erasing(), process.TimerOptions{Now: a.cfg.Now, Holder: a.cfg.Holder, Logger: a.log, Provisioner: a.cfg.Provisioner})
@@ -410,6 +410,16 @@ func (a *App) observeBatch(projection string, events int, took time.Duration) {
 		a.metrics.NATSPublish.Observe(took.Seconds())
 	}
 	a.log.Info("projection batch", "projection", projection, "events", events, "duration", took)
+}
+
+// projectionTracer is the runners' tracer, or nil when tracing is off, so
+// the projection loop does not parse every event's metadata for a trace
+// context no one records.
+func (a *App) projectionTracer() trace.Tracer {
+	if _, off := a.cfg.TracerProvider.(noop.TracerProvider); off {
+		return nil
+	}
+	return a.cfg.TracerProvider.Tracer("github.com/tenancyhq/tenancy/projections")
 }
 
 // projectionStats feeds the projections collector.

@@ -170,15 +170,9 @@ func (s *Store) Append(ctx context.Context, stream string, exp eventstore.Expect
 	return res, err
 }
 
-// CountAfter passes through when the inner store can count.
+// CountAfter passes through to the inner store (eventstore.CountAfter).
 func (s *Store) CountAfter(ctx context.Context, after eventstore.Position, f eventstore.Filter) (int64, error) {
-	c, ok := s.Store.(interface {
-		CountAfter(context.Context, eventstore.Position, eventstore.Filter) (int64, error)
-	})
-	if !ok {
-		return 0, eventstore.ErrCannotCount
-	}
-	return c.CountAfter(ctx, after, f)
+	return eventstore.CountAfter(ctx, s.Store, after, f)
 }
 
 // ---- scrape-time collectors ----

@@ -100,15 +100,9 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, f events
 // Head implements eventstore.FeedReader.
 func (s *Store) Head(ctx context.Context) (eventstore.Position, error) { return s.inner.Head(ctx) }
 
-// CountAfter passes through to the inner store when it can count.
+// CountAfter passes through to the inner store (eventstore.CountAfter).
 func (s *Store) CountAfter(ctx context.Context, after eventstore.Position, f eventstore.Filter) (int64, error) {
-	c, ok := s.inner.(interface {
-		CountAfter(context.Context, eventstore.Position, eventstore.Filter) (int64, error)
-	})
-	if !ok {
-		return 0, eventstore.ErrCannotCount
-	}
-	return c.CountAfter(ctx, after, f)
+	return eventstore.CountAfter(ctx, s.inner, after, f)
 }
 
 // SubscribeAll implements eventstore.Subscriber.
@@ -140,7 +134,7 @@ func (s *Store) openAll(ctx context.Context, evs []eventstore.RecordedEvent) ([]
 	copied := false
 	for i, e := range evs {
 		tenant, ok := tenantOf(e.Stream)
-		if !ok || len(aggregate.PersonalFields(e.Type)) == 0 {
+		if !ok || !aggregate.HasPersonalFields(e.Type) {
 			continue
 		}
 		data, err := s.transform(ctx, tenant, e.Type, e.Data, false)
