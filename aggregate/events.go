@@ -33,6 +33,10 @@ type Metadata struct {
 	TraceParent   string    `json:"trace_parent,omitempty"`
 	// CommandName is the command that produced the event.
 	Command CommandName `json:"command,omitempty"`
+	// RequestFingerprint is the hash of the request that carried an
+	// Idempotency-Key (method, route, path parameters, canonical body), so a
+	// retry with the same key is told apart from another request with it.
+	RequestFingerprint string `json:"request_fingerprint,omitempty"`
 }
 
 // Envelope is an event with its identity and place: DESIGN.md's envelope.

@@ -45,7 +45,7 @@ func benchExecute(b *testing.B, events, cacheSize int) {
 	ids := make([]uuid.UUID, benchClients)
 	for i := range ids {
 		res, err := setup.Create(ctx, aggregate.Create{Name: fmt.Sprintf("Bench %d %s", i, uuid.NewString()[:8]),
-			Edition: "professional", Region: "us-east-1", Trial: &off}, "", aggregate.Metadata{Actor: "bench"})
+			Edition: "professional", Region: "us-east-1", Trial: &off}, aggregate.Metadata{Actor: "bench"})
 		if err != nil {
 			b.Fatal(err)
 		}

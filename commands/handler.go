@@ -1,15 +1,25 @@
-// Package commands turns a command into events: it loads the tenant's stream,
-// folds it into the aggregate, lets the aggregate decide, and appends the new
-// events with the version it read. A conflicting append is decided again
-// against the fresh stream, a bounded number of times, unless the caller
-// pinned the version it expects.
+// Package commands turns a command into events: it takes the tenant's
+// state, lets the aggregate decide, and commits the new events with the
+// version it decided on, together with the unique values they claim, in
+// one write (eventstore.Committer: one transaction on Postgres). A
+// conflicting write is decided again against the fresh stream, a bounded
+// number of times, unless the caller pinned the version it expects.
+//
+// Create is a command like the others: one that expects no stream.
 //
 // The handler keeps the folded state of recently commanded tenants (see
-// Options.StateCacheSize), so a command usually reads only the events
-// appended since the last one it handled for the tenant, by this process or
-// another. It still decides against the stream's head and appends with the
-// version it read, so the cache changes what a command costs, never what it
-// decides.
+// Options.StateCacheSize) and decides on it without reading: the write's
+// expected version is the cached one, so if the stream moved on meanwhile
+// (another replica wrote) the write is refused, the events appended since
+// are read and the command is decided again. The cache changes what a
+// command costs (usually one round trip), never what it decides.
+//
+// An idempotent command (Request.Identity) derives its event ids from its
+// identity; a retry is recognised by the store holding its first event
+// (eventstore.Locator) and answered with the first outcome. While the first
+// attempt's write is still open, a concurrent copy waits on the event id's
+// unique key (Postgres) and then finds it; if the first attempt dies, its
+// transaction is rolled back and takes its claim on the id with it.
 package commands
 
 import (
@@ -37,8 +47,10 @@ import (
 
 // Store is what the handler needs of the event store.
 type Store interface {
-	eventstore.Appender
+	eventstore.Committer
 	eventstore.StreamReader
+	eventstore.Locator
+	eventstore.ClaimReader
 }
 
 // Errors the handler returns besides the aggregate's domain errors.
@@ -57,21 +69,16 @@ type Options struct {
 	Catalog *aggregate.Catalog
 	// Now is the clock (default time.Now). Tests and the timers inject theirs.
 	Now func() time.Time
-	// MaxAttempts bounds decide-and-append attempts on conflicts (default 3).
+	// MaxAttempts bounds decide-and-write attempts on conflicts (default 3).
 	MaxAttempts int
-	// ReservationGrace is how long a name reservation whose tenant does not
-	// (yet) carry the name counts as in flight (default 1 minute). After it, the
-	// reservation is orphaned (its create or rename crashed) and may be taken.
-	ReservationGrace time.Duration
-	Logger           *slog.Logger
+	Logger      *slog.Logger
 	// Tracer traces command handling (default: no tracing). The trace
 	// context of the command's span goes into each event's metadata, so
 	// whatever handles the event later continues the trace.
 	Tracer trace.Tracer
 	// StateCacheSize bounds how many tenants' folded states the handler
 	// keeps between commands, least recently used evicted first (default
-	// DefaultStateCacheSize; negative: none). A command on a cached tenant
-	// reads and decodes only the events appended since, not the whole stream.
+	// DefaultStateCacheSize; negative: none).
 	StateCacheSize int
 }
 
@@ -81,7 +88,6 @@ type Handler struct {
 	catalog     *aggregate.Catalog
 	now         func() time.Time
 	maxAttempts int
-	grace       time.Duration
 	logger      *slog.Logger
 	tracer      trace.Tracer
 	states      *stateCache
@@ -89,7 +95,7 @@ type Handler struct {
 
 // NewHandler returns a handler over store.
 func NewHandler(store Store, opts Options) *Handler {
-	h := &Handler{store: store, catalog: opts.Catalog, now: opts.Now, maxAttempts: opts.MaxAttempts, grace: opts.ReservationGrace, logger: opts.Logger, tracer: opts.Tracer,
+	h := &Handler{store: store, catalog: opts.Catalog, now: opts.Now, maxAttempts: opts.MaxAttempts, logger: opts.Logger, tracer: opts.Tracer,
 		states: newStateCache(opts.StateCacheSize)}
 	if h.tracer == nil {
 		h.tracer = noop.NewTracerProvider().Tracer("")
@@ -103,9 +109,6 @@ func NewHandler(store Store, opts Options) *Handler {
 	if h.maxAttempts <= 0 {
 		h.maxAttempts = 3
 	}
-	if h.grace <= 0 {
-		h.grace = time.Minute
-	}
 	if h.logger == nil {
 		h.logger = slog.New(slog.DiscardHandler)
 	}
@@ -117,16 +120,17 @@ func (h *Handler) Catalog() *aggregate.Catalog { return h.catalog }
 
 // Request is one command for one tenant.
 type Request struct {
+	// TenantID names the tenant; for a create it may be left zero, and is
+	// then derived from the Identity (so a retried create makes the same
+	// tenant) or random.
 	TenantID uuid.UUID
 	Command  aggregate.Command
 	// ExpectedVersion pins the tenant version the caller saw (If-Match): if
 	// the stream moved, the command fails with ErrVersionMismatch instead of
 	// being decided again.
 	ExpectedVersion *uint64
-	// IdempotencyKey, when set, makes the event ids deterministic, so the same
-	// request sent again after an unknown outcome is recognised by the store
-	// and answered with the first outcome instead of applied twice.
-	IdempotencyKey string
+	// Identity, when set, makes the command idempotent (see Identity).
+	Identity *Identity
 	// Metadata is copied onto every event (OccurredAt and Command are set by the handler).
 	Metadata aggregate.Metadata
 }
@@ -140,12 +144,12 @@ type Result struct {
 	// Position is the global position of the last event appended (Start when none).
 	Position eventstore.Position
 	Events   []aggregate.Envelope
-	// Tenant is the state after the command, folded from the stream.
+	// Tenant is the state after the command.
 	Tenant *aggregate.Tenant
 	// Attempts is how many times the command was decided (1 without conflicts).
 	Attempts int
 	// Duplicate is true when the request had already been applied (same
-	// idempotency key): Events are the ones it appended then.
+	// identity): Events and Tenant are the ones it produced then.
 	Duplicate bool
 }
 
@@ -154,7 +158,7 @@ type Result struct {
 func (h *Handler) Load(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, []aggregate.Envelope, error) {
 	recs, err := h.store.ReadStream(ctx, aggregate.StreamName(id), eventstore.Forward, 0, 0)
 	if errors.Is(err, eventstore.ErrStreamNotFound) {
-		return &aggregate.Tenant{}, nil, &aggregate.Error{Code: aggregate.CodeNotFound, Message: "tenant " + id.String() + " not found"}
+		return &aggregate.Tenant{}, nil, notFound(id)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("load tenant %s: %w", id, err)
@@ -166,9 +170,179 @@ func (h *Handler) Load(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, []
 	return aggregate.Fold(envs), envs, nil
 }
 
+// Resolve finds the tenant that holds an external id, from the claims the
+// event log keeps: it does not wait for the read model.
+func (h *Handler) Resolve(ctx context.Context, externalID string) (uuid.UUID, error) {
+	stream, err := h.store.ClaimHolder(ctx, aggregate.ClaimExternalID, externalID)
+	if errors.Is(err, eventstore.ErrNotFound) {
+		return uuid.Nil, &aggregate.Error{Code: aggregate.CodeNotFound, Message: "no tenant has external id " + externalID}
+	}
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("resolve %s: %w", externalID, err)
+	}
+	id, err := eventcodec.TenantID(stream)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("resolve %s: %w", externalID, err)
+	}
+	return id, nil
+}
+
+func notFound(id uuid.UUID) error {
+	return &aggregate.Error{Code: aggregate.CodeNotFound, Message: "tenant " + id.String() + " not found"}
+}
+
+// Create makes a new tenant: Execute with cmd and no identity.
+func (h *Handler) Create(ctx context.Context, cmd aggregate.Create, meta aggregate.Metadata) (Result, error) {
+	return h.Execute(ctx, Request{TenantID: cmd.TenantID, Command: cmd, Metadata: meta})
+}
+
+// Execute runs one command: decide on the tenant's state, write, and on a
+// version conflict decide again (up to MaxAttempts) unless the request
+// pinned its expected version.
+func (h *Handler) Execute(ctx context.Context, req Request) (res Result, err error) {
+	if create, ok := req.Command.(aggregate.Create); ok && req.TenantID == uuid.Nil {
+		req.TenantID = create.TenantID
+		if req.TenantID == uuid.Nil && req.Identity != nil {
+			req.TenantID = req.Identity.tenantID()
+		} else if req.TenantID == uuid.Nil {
+			req.TenantID = uuid.New()
+		}
+	}
+	var end func(Result, error)
+	ctx, req.Metadata, end = h.trace(ctx, req.Command.CommandName(), req.TenantID, req.Metadata)
+	defer func() { end(res, err) }()
+	if req.Identity != nil {
+		req.Metadata.RequestFingerprint = req.Identity.Fingerprint
+		// A retry is answered before deciding: decided again on the state
+		// its first attempt left, it could be refused (suspend twice).
+		if dup, ok, err := h.applied(ctx, req); ok || err != nil {
+			return dup, err
+		}
+	}
+	fresh := false // whether the state must be read rather than taken from the cache
+	for attempt := 1; ; attempt++ {
+		res, err := h.attempt(ctx, req, fresh)
+		res.Attempts = attempt
+		var conflict bool
+		switch {
+		case errors.Is(err, eventstore.ErrWrongExpectedVersion), errors.Is(err, eventstore.ErrDuplicateEventID):
+			conflict = true
+		case errors.Is(err, errStaleCache):
+			fresh = true
+			attempt-- // not a conflict with another writer: read and decide again
+			continue
+		}
+		if !conflict {
+			return res, err
+		}
+		if req.Identity != nil {
+			// Perhaps a concurrent copy of this very request won.
+			if dup, ok, lerr := h.applied(ctx, req); ok || lerr != nil {
+				dup.Attempts = attempt
+				return dup, lerr
+			}
+		}
+		if _, create := req.Command.(aggregate.Create); create {
+			return res, &aggregate.Error{Code: aggregate.CodeConflict, Message: "tenant " + req.TenantID.String() + " already exists", Command: aggregate.CmdCreate}
+		}
+		if req.ExpectedVersion != nil && !fresh {
+			// The cache may have been behind: compare with the stream first.
+			fresh = true
+			attempt--
+			continue
+		}
+		if req.ExpectedVersion != nil {
+			return res, fmt.Errorf("%s on tenant %s: %w", req.Command.CommandName(), req.TenantID, ErrVersionMismatch)
+		}
+		if attempt >= h.maxAttempts {
+			return res, fmt.Errorf("%s on tenant %s after %d attempts: %w", req.Command.CommandName(), req.TenantID, attempt, ErrTooManyConflicts)
+		}
+		fresh = true
+		h.logger.DebugContext(ctx, "command conflict, deciding again", "command", req.Command.CommandName(), "tenant", req.TenantID, "attempt", attempt)
+		// A short jittered pause spreads writers racing for one stream, so
+		// they take turns instead of all re-reading at once.
+		pause := time.Duration(rand.Int64N(int64(attempt) * int64(2*time.Millisecond)))
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(pause):
+		}
+	}
+}
+
+// errStaleCache: the cached state could not answer on its own (an
+// If-Match that differs from it, a refusal, a no-op); the attempt wants
+// the stream's head.
+var errStaleCache = errors.New("cached state may be stale")
+
+// attempt decides the command once and writes its events. fresh asks for
+// the stream's head; otherwise a cached state is trusted, and the write's
+// expected version checks it.
+func (h *Handler) attempt(ctx context.Context, req Request, fresh bool) (Result, error) {
+	create, isCreate := req.Command.(aggregate.Create)
+	var t *aggregate.Tenant
+	switch {
+	case isCreate:
+		t = &aggregate.Tenant{}
+	case !fresh:
+		if cached, ok := h.states.get(req.TenantID); ok {
+			t = cached
+			break
+		}
+		fallthrough
+	default:
+		var err error
+		if t, err = h.current(ctx, req.TenantID); err != nil {
+			return Result{}, err
+		}
+		if !t.Exists() {
+			return Result{}, notFound(req.TenantID)
+		}
+		h.states.put(t)
+		fresh = true
+	}
+	if req.ExpectedVersion != nil && t.Exists() && t.Version != *req.ExpectedVersion {
+		if !fresh {
+			return Result{}, errStaleCache
+		}
+		return Result{}, fmt.Errorf("tenant %s is at version %d, not %d: %w", req.TenantID, t.Version, *req.ExpectedVersion, ErrVersionMismatch)
+	}
+	now := h.now().UTC()
+	if !isCreate {
+		events, err := t.Decide(req.Command, now, h.catalog)
+		if (err != nil || len(events) == 0) && !fresh {
+			// A refusal or a no-op is answered without a write, so
+			// nothing would check the cached state it was decided on.
+			return Result{}, errStaleCache
+		}
+		if err != nil || len(events) == 0 {
+			return Result{TenantID: req.TenantID, Version: t.Version, Tenant: t}, err
+		}
+		return h.write(ctx, t, req, events, now)
+	}
+	// A create's external id: first the one derived from the tenant id (a
+	// retried create asks for the same), then random ones.
+	create.TenantID = req.TenantID
+	create.ExternalID = externalIDFor(req.TenantID)
+	for try := 0; ; try++ {
+		events, err := t.Decide(create, now, h.catalog)
+		if err != nil {
+			return Result{}, err
+		}
+		req.Command = create
+		res, err := h.write(ctx, t, req, events, now)
+		var taken *eventstore.ClaimTakenError
+		if !errors.As(err, &taken) || taken.Kind != aggregate.ClaimExternalID || try >= 8 {
+			return res, err
+		}
+		create.ExternalID = externalIDFor(uuid.New())
+	}
+}
+
 // current returns the tenant's state at the head of its stream, which the
-// caller owns: its cached state with the events appended since folded on, or
-// without one, the fold of the whole stream.
+// caller owns: its cached state with the events appended since folded on,
+// or without one, the fold of the whole stream (an empty Tenant when the
+// stream does not exist).
 func (h *Handler) current(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, error) {
 	if t, ok := h.states.get(id); ok {
 		recs, err := h.store.ReadStream(ctx, aggregate.StreamName(id), eventstore.Forward, int64(t.Version)+1, 0)
@@ -192,127 +366,35 @@ func (h *Handler) current(ctx context.Context, id uuid.UUID) (*aggregate.Tenant,
 		h.states.drop(id)
 	}
 	t, _, err := h.Load(ctx, id)
+	if aggregate.HasCode(err, aggregate.CodeNotFound) {
+		return &aggregate.Tenant{}, nil
+	}
 	return t, err
 }
 
-// Execute runs one command against an existing tenant: load, decide, append,
-// and on a version conflict decide again (up to MaxAttempts) unless the
-// request pinned its expected version.
-func (h *Handler) Execute(ctx context.Context, req Request) (res Result, err error) {
-	if _, ok := req.Command.(aggregate.Create); ok {
-		return Result{}, fmt.Errorf("execute: use Handler.Create for %s", aggregate.CmdCreate)
-	}
-	var end func(Result, error)
-	ctx, req.Metadata, end = h.trace(ctx, req.Command.CommandName(), req.TenantID, req.Metadata)
-	defer func() { end(res, err) }()
-	for attempt := 1; ; attempt++ {
-		res, err := h.attempt(ctx, req)
-		res.Attempts = attempt
-		if !errors.Is(err, eventstore.ErrWrongExpectedVersion) {
-			return res, err
-		}
-		if req.ExpectedVersion != nil {
-			return res, fmt.Errorf("%s on tenant %s: %w", req.Command.CommandName(), req.TenantID, ErrVersionMismatch)
-		}
-		if attempt >= h.maxAttempts {
-			return res, fmt.Errorf("%s on tenant %s after %d attempts: %w", req.Command.CommandName(), req.TenantID, attempt, ErrTooManyConflicts)
-		}
-		h.logger.DebugContext(ctx, "command conflict, deciding again", "command", req.Command.CommandName(), "tenant", req.TenantID, "attempt", attempt)
-		// A short jittered pause spreads writers racing for one stream, so
-		// they take turns instead of all re-reading at once.
-		pause := time.Duration(rand.Int64N(int64(attempt) * int64(2*time.Millisecond)))
-		select {
-		case <-ctx.Done():
-			return res, ctx.Err()
-		case <-time.After(pause):
-		}
-	}
-}
-
-func (h *Handler) attempt(ctx context.Context, req Request) (Result, error) {
-	var (
-		t    *aggregate.Tenant
-		envs []aggregate.Envelope // the whole history, for idempotent requests only
-		err  error
-	)
-	if req.IdempotencyKey != "" {
-		// The request may have been applied anywhere in the history, so
-		// look for its events in all of it.
-		t, envs, err = h.Load(ctx, req.TenantID)
-	} else {
-		t, err = h.current(ctx, req.TenantID)
-	}
-	if err != nil {
-		return Result{}, err
-	}
-	h.states.put(t)
-	if req.ExpectedVersion != nil && t.Version != *req.ExpectedVersion {
-		return Result{}, fmt.Errorf("tenant %s is at version %d, not %d: %w", req.TenantID, t.Version, *req.ExpectedVersion, ErrVersionMismatch)
-	}
-	if req.IdempotencyKey != "" {
-		if dup, ok := h.alreadyApplied(req, t, envs); ok {
-			return dup, nil
-		}
-	}
-	now := h.now().UTC()
-	events, err := t.Decide(req.Command, now, h.catalog)
-	if err != nil {
-		return Result{}, err
-	}
-	res := Result{TenantID: req.TenantID, Version: t.Version, Tenant: t}
-	if len(events) == 0 {
-		return res, nil
-	}
-
-	// Unique names: a rename reserves the new name before the tenant takes it,
-	// and releases the old one after.
-	rename, isRename := req.Command.(aggregate.Rename)
-	var newName string
-	if isRename {
-		newName = aggregate.NormalizeName(rename.Name)
-		if newName != t.NormalizedName {
-			if err := h.reserveName(ctx, newName, req.TenantID, now); err != nil {
-				return Result{}, err
-			}
-		}
-	}
-
-	res, err = h.append(ctx, t, eventstore.Exact(t.Version), req, events, now)
-	if err != nil {
-		if isRename && newName != t.NormalizedName {
-			h.releaseName(context.WithoutCancel(ctx), newName, req.TenantID, now)
-		}
-		return res, err
-	}
-	h.rememberAppended(req, res)
-	switch req.Command.(type) {
-	case aggregate.Rename:
-		if newName != t.NormalizedName {
-			h.releaseName(ctx, t.NormalizedName, req.TenantID, now)
-		}
-	case aggregate.Purge:
-		h.releaseName(ctx, t.NormalizedName, req.TenantID, now)
-	}
-	return res, nil
-}
-
-// append writes the decided events after the tenant's state t and returns the result.
-func (h *Handler) append(ctx context.Context, t *aggregate.Tenant, expected eventstore.ExpectedVersion, req Request, events []aggregate.Event, now time.Time) (Result, error) {
-	next := uint64(0)
+// write commits the decided events after the tenant's state t, with the
+// unique values they claim, and returns the result.
+func (h *Handler) write(ctx context.Context, t *aggregate.Tenant, req Request, events []aggregate.Event, now time.Time) (Result, error) {
+	next, expected := uint64(0), eventstore.NoStream
 	if t.Exists() {
-		next = t.Version + 1
+		next, expected = t.Version+1, eventstore.Exact(t.Version)
 	}
 	envs := make([]aggregate.Envelope, len(events))
 	data := make([]eventstore.EventData, len(events))
 	meta := req.Metadata
 	meta.OccurredAt = now
 	meta.Command = req.Command.CommandName()
+	stream := aggregate.StreamName(req.TenantID)
 	for i, e := range events {
+		id := uuid.New()
+		if req.Identity != nil {
+			id = req.Identity.eventID(i)
+		}
 		envs[i] = aggregate.Envelope{
-			EventID:       h.eventID(req, i),
+			EventID:       id,
 			Type:          e.EventType(),
 			SchemaVersion: aggregate.SchemaVersion(e.EventType()),
-			Stream:        aggregate.StreamName(req.TenantID),
+			Stream:        stream,
 			Version:       next + uint64(i),
 			OccurredAt:    now,
 			Metadata:      meta,
@@ -324,112 +406,64 @@ func (h *Handler) append(ctx context.Context, t *aggregate.Tenant, expected even
 		}
 		data[i] = d
 	}
-	ar, err := h.store.Append(ctx, aggregate.StreamName(req.TenantID), expected, data)
-	if err != nil {
-		return Result{}, fmt.Errorf("append %s to tenant %s: %w", req.Command.CommandName(), req.TenantID, err)
+	var claims []eventstore.Claim
+	for _, c := range aggregate.ClaimsOf(events) {
+		claims = append(claims, eventstore.Claim{Kind: c.Kind, Value: c.Value, Release: c.Release})
+	}
+	ar, err := h.store.Commit(ctx, eventstore.Write{Stream: stream, Expected: expected, Events: data, Claims: claims})
+	var taken *eventstore.ClaimTakenError
+	switch {
+	case errors.As(err, &taken) && taken.Kind == aggregate.ClaimName:
+		return Result{}, &aggregate.Error{Code: aggregate.CodeConflict, Field: "name", Rule: "unique",
+			Message: "another tenant already has this name", Conflicts: []string{"name"}, Command: req.Command.CommandName()}
+	case taken != nil:
+		return Result{}, err
+	case err != nil:
+		// A cached state the stream moved past stays cached: it is still a
+		// prefix of the stream, and the next attempt reads only what follows.
+		return Result{}, fmt.Errorf("%s on tenant %s: %w", req.Command.CommandName(), req.TenantID, err)
 	}
 	after := t.Clone()
 	for _, env := range envs {
 		after.Apply(env)
 	}
+	h.states.put(after)
 	return Result{TenantID: req.TenantID, Version: ar.NextExpectedVersion, Position: ar.Position, Events: envs, Tenant: after}, nil
 }
 
-// rememberAppended caches the state an append left, unless the request is
-// idempotent: its append also succeeds when a concurrent copy of it stored
-// the same event ids first, with that copy's times and metadata, so the
-// state folded from this copy's events need not be the stream's. The next
-// command reads the stored events instead.
-func (h *Handler) rememberAppended(req Request, res Result) {
-	if req.IdempotencyKey == "" && res.Tenant != nil && res.Tenant.Version == res.Version {
-		h.states.put(res.Tenant)
+// applied finds the events an idempotent request wrote before, if any: the
+// store holds its first event id. The result is the state right after
+// them, so a retry is answered as the first attempt was.
+func (h *Handler) applied(ctx context.Context, req Request) (Result, bool, error) {
+	first := req.Identity.eventID(0)
+	stream, version, err := h.store.Locate(ctx, first)
+	if errors.Is(err, eventstore.ErrNotFound) {
+		return Result{}, false, nil
 	}
-}
-
-// idempotencyNamespace seeds the deterministic event ids of idempotent requests.
-var idempotencyNamespace = uuid.MustParse("6f1d3c1e-9a8b-4c7d-8e2f-1a2b3c4d5e6f")
-
-// eventID is random, or derived from the tenant, the idempotency key and the
-// event's index when the request has a key.
-func (h *Handler) eventID(req Request, i int) uuid.UUID {
-	if req.IdempotencyKey == "" {
-		return uuid.New()
-	}
-	return uuid.NewSHA1(idempotencyNamespace, fmt.Appendf(nil, "%s\x00%s\x00%d", req.TenantID, req.IdempotencyKey, i))
-}
-
-// alreadyApplied finds the events an idempotent request appended before, if any.
-func (h *Handler) alreadyApplied(req Request, t *aggregate.Tenant, envs []aggregate.Envelope) (Result, bool) {
-	first := h.eventID(req, 0)
-	for i, env := range envs {
-		if env.EventID != first {
-			continue
-		}
-		j := i + 1
-		for j < len(envs) && envs[j].EventID == h.eventID(req, j-i) {
-			j++
-		}
-		state := aggregate.Fold(envs[:j])
-		return Result{TenantID: req.TenantID, Version: envs[j-1].Version, Events: envs[i:j], Tenant: state, Duplicate: true}, true
-	}
-	return Result{}, false
-}
-
-// Create makes a new tenant: it reserves an external id and the unique name,
-// then starts the tenant's stream. With an idempotency key the tenant id and
-// event ids are derived from it, so a retried create returns the first
-// outcome. A create that fails after reserving releases the name.
-func (h *Handler) Create(ctx context.Context, cmd aggregate.Create, idempotencyKey string, meta aggregate.Metadata) (res Result, err error) {
-	if cmd.TenantID == uuid.Nil {
-		if idempotencyKey != "" {
-			cmd.TenantID = uuid.NewSHA1(idempotencyNamespace, []byte("create\x00"+idempotencyKey))
-		} else {
-			cmd.TenantID = uuid.New()
-		}
-	}
-	var end func(Result, error)
-	ctx, meta, end = h.trace(ctx, aggregate.CmdCreate, cmd.TenantID, meta)
-	defer func() { end(res, err) }()
-	req := Request{TenantID: cmd.TenantID, Command: cmd, IdempotencyKey: idempotencyKey, Metadata: meta}
-	if idempotencyKey != "" {
-		if t, envs, err := h.Load(ctx, cmd.TenantID); err == nil {
-			if dup, ok := h.alreadyApplied(req, t, envs); ok {
-				return dup, nil
-			}
-		}
-	}
-	now := h.now().UTC()
-	// Validate before reserving anything.
-	cmd.ExternalID = externalIDFor(cmd.TenantID)
-	if _, err := (&aggregate.Tenant{}).Decide(cmd, now, h.catalog); err != nil {
-		return Result{}, err
-	}
-	ext, err := h.reserveExternalID(ctx, cmd.TenantID, now)
 	if err != nil {
-		return Result{}, err
+		return Result{}, false, fmt.Errorf("%s: look for an earlier attempt: %w", req.Command.CommandName(), err)
 	}
-	cmd.ExternalID = ext
-	req.Command = cmd
-	name := aggregate.NormalizeName(cmd.Name)
-	if err := h.reserveName(ctx, name, cmd.TenantID, now); err != nil {
-		return Result{}, err
-	}
-	events, err := (&aggregate.Tenant{}).Decide(cmd, now, h.catalog)
+	recs, err := h.store.ReadStream(ctx, stream, eventstore.Forward, 0, 0)
 	if err != nil {
-		h.releaseName(context.WithoutCancel(ctx), name, cmd.TenantID, now)
-		return Result{}, err
+		return Result{}, false, fmt.Errorf("%s: read an earlier attempt: %w", req.Command.CommandName(), err)
 	}
-	res, err = h.append(ctx, &aggregate.Tenant{}, eventstore.NoStream, req, events, now)
+	envs, err := eventcodec.DecodeAll(recs)
 	if err != nil {
-		if errors.Is(err, eventstore.ErrWrongExpectedVersion) {
-			err = &aggregate.Error{Code: aggregate.CodeConflict, Message: "tenant " + cmd.TenantID.String() + " already exists", Command: aggregate.CmdCreate}
-		}
-		h.releaseName(context.WithoutCancel(ctx), name, cmd.TenantID, now)
-		return Result{}, err
+		return Result{}, false, fmt.Errorf("%s: read an earlier attempt: %w", req.Command.CommandName(), err)
 	}
-	h.rememberAppended(req, res)
-	res.Attempts = 1
-	return res, nil
+	if version >= uint64(len(envs)) || envs[version].EventID != first {
+		return Result{}, false, fmt.Errorf("%s: event %s is not at %s@%d", req.Command.CommandName(), first, stream, version)
+	}
+	if stream != aggregate.StreamName(req.TenantID) || envs[version].Metadata.RequestFingerprint != req.Identity.Fingerprint {
+		return Result{}, true, fmt.Errorf("%s: %w", req.Command.CommandName(), ErrIdempotencyKeyReused)
+	}
+	last := version
+	for last+1 < uint64(len(envs)) && envs[last+1].EventID == req.Identity.eventID(int(last+1-version)) {
+		last++
+	}
+	id, _ := eventcodec.TenantID(stream)
+	return Result{TenantID: id, Version: last, Position: recs[last].Position, Events: envs[version : last+1],
+		Tenant: aggregate.Fold(envs[:last+1]), Attempts: 1, Duplicate: true}, true, nil
 }
 
 // trace starts the command's span and puts its trace context into the

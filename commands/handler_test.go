@@ -44,7 +44,7 @@ func newHandler(t *testing.T, store commands.Store) (*commands.Handler, *clock) 
 func create(t *testing.T, h *commands.Handler, name string) commands.Result {
 	t.Helper()
 	res, err := h.Create(context.Background(), aggregate.Create{Name: name, Edition: "professional", Region: "us-east-1",
-		Contacts: []aggregate.Contact{{Role: "primary", Email: "ops@example.test"}}}, "", aggregate.Metadata{Actor: "test"})
+		Contacts: []aggregate.Contact{{Role: "primary", Email: "ops@example.test"}}}, aggregate.Metadata{Actor: "test"})
 	if err != nil {
 		t.Fatalf("create %q: %v", name, err)
 	}
@@ -158,18 +158,18 @@ func TestPinnedVersionMismatchFailsWithoutWriting(t *testing.T) {
 }
 
 // racingStore lets another writer slip an event in just before the handler's
-// first append, to force a conflict.
+// first write, to force a conflict.
 type racingStore struct {
 	*memory.Store
 	races atomic.Int32
 	slip  func()
 }
 
-func (s *racingStore) Append(ctx context.Context, stream string, exp eventstore.ExpectedVersion, evs []eventstore.EventData) (eventstore.AppendResult, error) {
-	if strings.HasPrefix(stream, aggregate.StreamPrefix) && s.races.Add(-1) >= 0 {
+func (s *racingStore) Commit(ctx context.Context, w eventstore.Write) (eventstore.AppendResult, error) {
+	if strings.HasPrefix(w.Stream, aggregate.StreamPrefix) && s.races.Add(-1) >= 0 {
 		s.slip()
 	}
-	return s.Store.Append(ctx, stream, exp, evs)
+	return s.Store.Commit(ctx, w)
 }
 
 func TestConflictIsDecidedAgainAgainstTheFreshStream(t *testing.T) {
@@ -205,11 +205,14 @@ func TestIdempotentRequestIsAppliedOnce(t *testing.T) {
 	store := memory.New()
 	h, clk := newHandler(t, store)
 	ctx := context.Background()
-	first, err := h.Create(ctx, aggregate.Create{Name: "Idem Corp", Edition: "free", Region: "eu-west-1"}, "key-1", aggregate.Metadata{})
+	alice := commands.ClientScope("alice", "")
+	create := commands.Request{Command: aggregate.Create{Name: "Idem Corp", Edition: "free", Region: "eu-west-1"},
+		Identity: &commands.Identity{Scope: alice, Key: "key-1", Fingerprint: "create idem"}}
+	first, err := h.Execute(ctx, create)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := h.Create(ctx, aggregate.Create{Name: "Idem Corp", Edition: "free", Region: "eu-west-1"}, "key-1", aggregate.Metadata{})
+	again, err := h.Execute(ctx, create)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +220,7 @@ func TestIdempotentRequestIsAppliedOnce(t *testing.T) {
 		t.Fatalf("retried create: duplicate=%v id %s (first %s)", again.Duplicate, again.TenantID, first.TenantID)
 	}
 	id := first.TenantID
-	req := commands.Request{TenantID: id, Command: aggregate.CompleteProvisioning{}, IdempotencyKey: "key-2"}
+	req := commands.Request{TenantID: id, Command: aggregate.CompleteProvisioning{}, Identity: &commands.Identity{Scope: alice, Key: "key-2"}}
 	r1, err := h.Execute(ctx, req)
 	if err != nil {
 		t.Fatal(err)
@@ -231,9 +234,125 @@ func TestIdempotentRequestIsAppliedOnce(t *testing.T) {
 	if !r2.Duplicate || r2.Version != r1.Version || len(r2.Events) != 2 || r2.Events[1].EventID != r1.Events[1].EventID {
 		t.Fatalf("replayed request: %+v, first %+v", r2, r1)
 	}
+	if r2.Tenant.Status != r1.Tenant.Status || r2.Tenant.Version != r1.Tenant.Version {
+		t.Fatalf("replay answers state %s@%d, the first attempt %s@%d", r2.Tenant.Status, r2.Tenant.Version, r1.Tenant.Status, r1.Tenant.Version)
+	}
 	_, envs := streamState(t, store, id)
 	if len(envs) != 4 {
 		t.Fatalf("stream has %d events, want 4 (created, provisioned, trial started, activated)", len(envs))
+	}
+}
+
+// TestIdempotencyKeyBelongsToItsCaller: a key is scoped by the caller that
+// sent it and bound to its request.
+func TestIdempotencyKeyBelongsToItsCaller(t *testing.T) {
+	t.Parallel()
+	store := memory.New()
+	h, _ := newHandler(t, store)
+	ctx := context.Background()
+	id := create(t, h, "Keyed").TenantID
+	exec(t, h, id, aggregate.CompleteProvisioning{})
+	alice := &commands.Identity{Scope: commands.ClientScope("alice", ""), Key: "k", Fingerprint: "suspend"}
+	if _, err := h.Execute(ctx, commands.Request{TenantID: id, Command: aggregate.Suspend{Reason: aggregate.ReasonAdminAction}, Identity: alice}); err != nil {
+		t.Fatal(err)
+	}
+	// Alice again, same key, another request: refused, nothing written.
+	other := *alice
+	other.Fingerprint = "extend-trial"
+	before, _ := streamState(t, store, id)
+	_, err := h.Execute(ctx, commands.Request{TenantID: id, Command: aggregate.ExtendTrial{Days: 3}, Identity: &other})
+	if !errors.Is(err, commands.ErrIdempotencyKeyReused) {
+		t.Fatalf("same key, other request: %v, want ErrIdempotencyKeyReused", err)
+	}
+	// Bob with Alice's key string: his own command, applied.
+	bob := &commands.Identity{Scope: commands.ClientScope("bob", ""), Key: "k", Fingerprint: "resume"}
+	res, err := h.Execute(ctx, commands.Request{TenantID: id, Command: aggregate.Resume{}, Identity: bob})
+	if err != nil || res.Duplicate || res.Tenant.Status == aggregate.StatusSuspended {
+		t.Fatalf("bob's command with alice's key: dup=%v status=%v err=%v", res.Duplicate, res.Tenant, err)
+	}
+	after, _ := streamState(t, store, id)
+	if after.Version != before.Version+1 {
+		t.Fatalf("version %d -> %d, want one event (bob's resume)", before.Version, after.Version)
+	}
+	// A token bound to a tenant is another caller than its subject unbound.
+	if commands.ClientScope("alice", "") == commands.ClientScope("alice", id.String()) {
+		t.Fatal("tenant binding does not change the scope")
+	}
+	// No client scope is a system scope, whatever the subject says.
+	if commands.ClientScope("system:timers", "") == commands.SystemScope("timers") {
+		t.Fatal("a client can forge the timers' scope")
+	}
+}
+
+// TestConcurrentCopiesOfOneRequestApplyOnce: 20 copies of one idempotent
+// request at once: one effect; every answer is the command's outcome.
+func TestConcurrentCopiesOfOneRequestApplyOnce(t *testing.T) {
+	t.Parallel()
+	store := memory.New()
+	h, _ := newHandler(t, store)
+	id := create(t, h, "Twenty").TenantID
+	exec(t, h, id, aggregate.CompleteProvisioning{})
+	before, _ := streamState(t, store, id)
+	req := commands.Request{TenantID: id, Command: aggregate.Suspend{Reason: aggregate.ReasonAdminAction},
+		Identity: &commands.Identity{Scope: commands.ClientScope("alice", ""), Key: "once", Fingerprint: "f"}}
+	var wg sync.WaitGroup
+	errs := make([]error, 20)
+	results := make([]commands.Result, 20)
+	for i := range 20 {
+		wg.Go(func() { results[i], errs[i] = h.Execute(context.Background(), req) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("copy %d: %v", i, err)
+		}
+		if results[i].Tenant.Status != aggregate.StatusSuspended || results[i].Version != before.Version+1 {
+			t.Fatalf("copy %d answered %s@%d", i, results[i].Tenant.Status, results[i].Version)
+		}
+	}
+	after, _ := streamState(t, store, id)
+	if after.Version != before.Version+1 {
+		t.Fatalf("%d events written, want 1", after.Version-before.Version)
+	}
+}
+
+// failingStore fails every tenant-stream write while fail is set, as a
+// crash or a lost connection would.
+type failingStore struct {
+	*memory.Store
+	fail atomic.Bool
+}
+
+func (s *failingStore) Commit(ctx context.Context, w eventstore.Write) (eventstore.AppendResult, error) {
+	if s.fail.Load() {
+		return eventstore.AppendResult{}, errors.New("connection reset")
+	}
+	return s.Store.Commit(ctx, w)
+}
+
+// TestFailedCreateLeavesNothingBehind: the name is claimed in the create's
+// own write, so a create that failed claims nothing: its retry, or anyone
+// else, gets the name at once.
+func TestFailedCreateLeavesNothingBehind(t *testing.T) {
+	t.Parallel()
+	store := &failingStore{Store: memory.New()}
+	h, _ := newHandler(t, store)
+	ctx := context.Background()
+	req := commands.Request{Command: aggregate.Create{Name: "Crashy", Edition: "free", Region: "us-east-1"},
+		Identity: &commands.Identity{Scope: commands.ClientScope("alice", ""), Key: "k"}}
+	store.fail.Store(true)
+	if _, err := h.Execute(ctx, req); err == nil {
+		t.Fatal("create succeeded with a failing store")
+	}
+	store.fail.Store(false)
+	if _, err := h.Execute(ctx, req); err != nil {
+		t.Fatalf("retry with the same key: %v", err)
+	}
+	store.fail.Store(true)
+	_, _ = h.Create(ctx, aggregate.Create{Name: "Crashy Two", Edition: "free", Region: "us-east-1"}, aggregate.Metadata{})
+	store.fail.Store(false)
+	if _, err := h.Create(ctx, aggregate.Create{Name: "crashy two", Edition: "free", Region: "us-east-1"}, aggregate.Metadata{}); err != nil {
+		t.Fatalf("a name whose create failed: %v", err)
 	}
 }
 
@@ -241,7 +360,7 @@ func TestNamesAreUniqueAcrossTenants(t *testing.T) {
 	t.Parallel()
 	h, _ := newHandler(t, memory.New())
 	a := create(t, h, "Acme Corp")
-	_, err := h.Create(context.Background(), aggregate.Create{Name: "  ACME   corp ", Edition: "free", Region: "us-east-1"}, "", aggregate.Metadata{})
+	_, err := h.Create(context.Background(), aggregate.Create{Name: "  ACME   corp ", Edition: "free", Region: "us-east-1"}, aggregate.Metadata{})
 	if de, ok := aggregate.AsError(err); !ok || de.Code != aggregate.CodeConflict || de.Field != "name" {
 		t.Fatalf("duplicate name: err = %v", err)
 	}
@@ -258,64 +377,9 @@ func TestNamesAreUniqueAcrossTenants(t *testing.T) {
 	exec(t, h, b.TenantID, aggregate.Rename{Name: "Acme Corp"})
 	// Changing only case keeps the reservation.
 	exec(t, h, b.TenantID, aggregate.Rename{Name: "ACME CORP"})
-	if _, err := h.Create(context.Background(), aggregate.Create{Name: "acme corp", Edition: "free", Region: "us-east-1"}, "", aggregate.Metadata{}); !aggregate.HasCode(err, aggregate.CodeConflict) {
+	if _, err := h.Create(context.Background(), aggregate.Create{Name: "acme corp", Edition: "free", Region: "us-east-1"}, aggregate.Metadata{}); !aggregate.HasCode(err, aggregate.CodeConflict) {
 		t.Fatalf("name held after a case-only rename: %v", err)
 	}
-}
-
-// crashingStore fails the tenant-stream append of a create, as a crash after
-// the name was reserved would.
-type crashingStore struct {
-	*memory.Store
-	fail atomic.Bool
-}
-
-func (s *crashingStore) Append(ctx context.Context, stream string, exp eventstore.ExpectedVersion, evs []eventstore.EventData) (eventstore.AppendResult, error) {
-	if strings.HasPrefix(stream, aggregate.StreamPrefix) && s.fail.Load() {
-		return eventstore.AppendResult{}, errors.New("connection reset")
-	}
-	return s.Store.Append(ctx, stream, exp, evs)
-}
-
-func TestFailedCreateLeavesNoReservationBlockingARetry(t *testing.T) {
-	t.Parallel()
-	store := &crashingStore{Store: memory.New()}
-	h, clk := newHandler(t, store)
-	ctx := context.Background()
-	cmd := aggregate.Create{Name: "Crashy", Edition: "free", Region: "us-east-1"}
-	store.fail.Store(true)
-	if _, err := h.Create(ctx, cmd, "k", aggregate.Metadata{}); err == nil {
-		t.Fatal("create succeeded with a failing store")
-	}
-	store.fail.Store(false)
-	// The retry with the same idempotency key succeeds at once…
-	if _, err := h.Create(ctx, cmd, "k", aggregate.Metadata{}); err != nil {
-		t.Fatalf("retry with the same key: %v", err)
-	}
-	// …and a create whose release never ran (a real crash) is orphaned: within
-	// the grace period the name counts as taken, after it the next claimant gets it.
-	cmd.Name = "Crashy Two"
-	store.fail.Store(true)
-	crashed := commands.NewHandler(&neverRelease{store}, commands.Options{Now: clk.Now})
-	_, _ = crashed.Create(ctx, cmd, "", aggregate.Metadata{})
-	store.fail.Store(false)
-	if _, err := h.Create(ctx, cmd, "", aggregate.Metadata{}); !aggregate.HasCode(err, aggregate.CodeConflict) {
-		t.Fatalf("within the grace period: %v, want conflict", err)
-	}
-	clk.Advance(2 * time.Minute)
-	if _, err := h.Create(ctx, cmd, "", aggregate.Metadata{}); err != nil {
-		t.Fatalf("after the grace period: %v", err)
-	}
-}
-
-// neverRelease drops name releases, as a process that crashed before them would.
-type neverRelease struct{ *crashingStore }
-
-func (s *neverRelease) Append(ctx context.Context, stream string, exp eventstore.ExpectedVersion, evs []eventstore.EventData) (eventstore.AppendResult, error) {
-	if strings.HasPrefix(stream, commands.NameStreamPrefix) && evs[0].Type == "TenantNameReleased" {
-		return eventstore.AppendResult{}, errors.New("crashed")
-	}
-	return s.crashingStore.Append(ctx, stream, exp, evs)
 }
 
 // TestRacingCommandsLinearize races 64 goroutines sending commands to one

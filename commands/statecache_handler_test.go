@@ -42,16 +42,11 @@ func (s *readRecorder) ReadStream(ctx context.Context, stream string, d eventsto
 	return s.Store.ReadStream(ctx, stream, d, from, limit)
 }
 
-// lastRead is where the last read of the tenant's stream started.
-func (s *readRecorder) lastRead(t *testing.T, id uuid.UUID) int64 {
-	t.Helper()
+// readsOf lists where the reads of the tenant's stream started.
+func (s *readRecorder) readsOf(id uuid.UUID) []int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := s.reads[aggregate.StreamName(id)]
-	if len(r) == 0 {
-		t.Fatalf("tenant %s: no stream read", id)
-	}
-	return r[len(r)-1]
+	return slices.Clone(s.reads[aggregate.StreamName(id)])
 }
 
 // replicas returns n handlers on one store and one clock, as n service
@@ -65,16 +60,18 @@ func replicas(store commands.Store, sizes ...int) ([]*commands.Handler, *clock) 
 	return hs, c
 }
 
-func TestCachedTenantIsReadOnlyAfterItsCachedVersion(t *testing.T) {
+// TestCachedTenantIsDecidedWithoutReading: a tenant whose state the
+// handler holds is decided on it without a read (the write's expected
+// version checks it); without the cache every command reads the stream.
+func TestCachedTenantIsDecidedWithoutReading(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name string
-		size int
-		// from is where a command's read starts on a tenant at version v.
-		from func(v uint64) int64
+		name  string
+		size  int
+		reads []int64 // the reads each command makes
 	}{
-		{"cache on", 0, func(v uint64) int64 { return int64(v) + 1 }},
-		{"cache off", -1, func(uint64) int64 { return 0 }},
+		{"cache on", 0, nil},
+		{"cache off", -1, []int64{0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -83,13 +80,31 @@ func TestCachedTenantIsReadOnlyAfterItsCachedVersion(t *testing.T) {
 			res := create(t, h, "Readers")
 			for _, cmd := range []aggregate.Command{aggregate.CompleteProvisioning{}, aggregate.Activate{},
 				aggregate.Suspend{Reason: aggregate.ReasonAdminAction}, aggregate.Resume{}} {
-				before := res.Version
+				before := store.readsOf(res.TenantID)
 				res = exec(t, h, res.TenantID, cmd)
-				if got, want := store.lastRead(t, res.TenantID), tc.from(before); got != want {
-					t.Fatalf("%s read from version %d, want %d", cmd.CommandName(), got, want)
+				if got := store.readsOf(res.TenantID)[len(before):]; !slices.Equal(got, tc.reads) {
+					t.Fatalf("%s read from %v, want %v", cmd.CommandName(), got, tc.reads)
 				}
 			}
 		})
+	}
+}
+
+// TestStaleCacheReadsOnlyTheNewEvents: when another replica wrote since,
+// the write on the cached state is refused and only the events after it
+// are read.
+func TestStaleCacheReadsOnlyTheNewEvents(t *testing.T) {
+	t.Parallel()
+	store := newReadRecorder()
+	hs, _ := replicas(store, 0, 0)
+	a, b := hs[0], hs[1]
+	id := create(t, a, "Two Writers").TenantID
+	exec(t, a, id, aggregate.CompleteProvisioning{})
+	res := exec(t, b, id, aggregate.Activate{}) // a's cached state is now behind
+	before := store.readsOf(id)
+	exec(t, a, id, aggregate.Suspend{Reason: aggregate.ReasonAdminAction})
+	if got := store.readsOf(id)[len(before):]; !slices.Equal(got, []int64{int64(res.Version)}) {
+		t.Fatalf("stale replica read from %v, want [%d] (the events after its cached state)", got, res.Version)
 	}
 }
 
@@ -112,9 +127,10 @@ func TestStateCacheEvictsBeyondItsSize(t *testing.T) {
 		{a, aggregate.UpdateProfile{Labels: labels}, true},
 		{b, aggregate.UpdateProfile{Labels: labels}, false},
 	} {
+		before := len(store.readsOf(step.id))
 		exec(t, h, step.id, step.cmd)
-		if from := store.lastRead(t, step.id); (from > 0) != step.cached {
-			t.Fatalf("step %d: read from version %d, want cached=%v", i, from, step.cached)
+		if read := len(store.readsOf(step.id)) > before; read == step.cached {
+			t.Fatalf("step %d: read the stream: %v, want cached=%v", i, read, step.cached)
 		}
 	}
 }
@@ -197,7 +213,8 @@ func TestIdempotentReplayIsRecognisedByAWarmReplica(t *testing.T) {
 	a, b := hs[0], hs[1]
 	ctx := context.Background()
 	id := create(t, a, "Idem Replicas").TenantID
-	req := commands.Request{TenantID: id, Command: aggregate.CompleteProvisioning{}, IdempotencyKey: "provision-1"}
+	req := commands.Request{TenantID: id, Command: aggregate.CompleteProvisioning{},
+		Identity: &commands.Identity{Scope: commands.ClientScope("alice", ""), Key: "provision-1"}}
 	first, err := a.Execute(ctx, req)
 	if err != nil {
 		t.Fatal(err)
@@ -223,25 +240,24 @@ func TestIdempotentReplayIsRecognisedByAWarmReplica(t *testing.T) {
 }
 
 // copyingStore lets a concurrent copy of an idempotent request store its
-// events just before the handler's own append, which the store then takes
-// for a retry of them.
+// events just before the handler's own write.
 type copyingStore struct {
 	*memory.Store
 	once atomic.Bool
 	copy func()
 }
 
-func (s *copyingStore) Append(ctx context.Context, stream string, exp eventstore.ExpectedVersion, evs []eventstore.EventData) (eventstore.AppendResult, error) {
-	if strings.HasPrefix(stream, aggregate.StreamPrefix) && s.copy != nil && s.once.CompareAndSwap(false, true) {
+func (s *copyingStore) Commit(ctx context.Context, w eventstore.Write) (eventstore.AppendResult, error) {
+	if strings.HasPrefix(w.Stream, aggregate.StreamPrefix) && s.copy != nil && s.once.CompareAndSwap(false, true) {
 		s.copy()
 	}
-	return s.Store.Append(ctx, stream, exp, evs)
+	return s.Store.Commit(ctx, w)
 }
 
 // TestConcurrentIdempotentCopyLeavesNoStaleState: when two copies of one
 // idempotent request race, the store keeps the first copy's events (its
-// times, its metadata) and tells the second it succeeded. The second
-// handler must not cache its own version of them.
+// times, its metadata) and refuses the second's. The second handler answers
+// with the first's outcome and must not cache its own version of them.
 func TestConcurrentIdempotentCopyLeavesNoStaleState(t *testing.T) {
 	t.Parallel()
 	store := &copyingStore{Store: memory.New()}
@@ -249,7 +265,8 @@ func TestConcurrentIdempotentCopyLeavesNoStaleState(t *testing.T) {
 	id := create(t, h, "Copycat").TenantID
 	exec(t, h, id, aggregate.CompleteProvisioning{})
 	ctx := context.Background()
-	req := commands.Request{TenantID: id, Command: aggregate.Suspend{Reason: aggregate.ReasonAdminAction}, IdempotencyKey: "suspend-1"}
+	req := commands.Request{TenantID: id, Command: aggregate.Suspend{Reason: aggregate.ReasonAdminAction},
+		Identity: &commands.Identity{Scope: commands.ClientScope("alice", ""), Key: "suspend-1"}}
 	other, otherClock := newHandler(t, store.Store)
 	otherClock.Advance(time.Hour) // the copy decides at another time
 	store.copy = func() {

@@ -192,12 +192,16 @@ func (f Filter) Match(stream string) bool {
 }
 
 // Store is the whole port. Consumers declare the smaller interfaces they need
-// (commands: Appender and StreamReader; projections: FeedReader and Subscriber).
+// (the tenant log: Committer, StreamReader, ClaimReader and Locator;
+// projections: FeedReader and Subscriber).
 type Store interface {
 	Appender
+	Committer
 	StreamReader
 	FeedReader
 	Subscriber
+	ClaimReader
+	Locator
 }
 
 // Appender appends events to one stream atomically.

@@ -115,8 +115,11 @@ func (s *Server) checkBinding(c echo.Context, r route, bound uuid.UUID) error {
 		return nil
 	}
 	if aggregate.IsExternalID(raw) {
-		t, _, err := s.deps.Queries.Get(c.Request().Context(), raw)
-		if err != nil || t.ID != bound {
+		id, err := s.deps.Commands.Resolve(c.Request().Context(), raw)
+		if err != nil && !aggregate.HasCode(err, aggregate.CodeNotFound) {
+			return err
+		}
+		if err != nil || id != bound {
 			return notFound
 		}
 		return nil

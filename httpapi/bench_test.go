@@ -135,7 +135,7 @@ func benchTenants(b *testing.B, dbURL, dataDir string) []string {
 	var last eventstore.Position
 	for i := range ids {
 		res, err := a.Commands.Create(ctx, aggregate.Create{Name: fmt.Sprintf("Bench %d %s", i, uuid.NewString()[:8]),
-			Edition: "professional", Region: "us-east-1", Trial: &off}, "", aggregate.Metadata{Actor: "bench"})
+			Edition: "professional", Region: "us-east-1", Trial: &off}, aggregate.Metadata{Actor: "bench"})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -175,7 +175,7 @@ func fuzzTarget(f *testing.F) *fuzzService {
 		a.Close()
 	})
 	create := func(name string, trial bool, verbs ...aggregate.Command) (string, string) {
-		res, err := a.Commands.Create(ctx, aggregate.Create{Name: name, Edition: aggregate.Editions()[3], Region: "eu-west-1", Trial: &trial}, "", aggregate.Metadata{})
+		res, err := a.Commands.Create(ctx, aggregate.Create{Name: name, Edition: aggregate.Editions()[3], Region: "eu-west-1", Trial: &trial}, aggregate.Metadata{})
 		if err != nil {
 			f.Fatal(err)
 		}

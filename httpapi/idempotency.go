@@ -5,31 +5,28 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/tenancyhq/tenancy/internal/idempotency"
+	"github.com/tenancyhq/tenancy/commands"
 )
 
-// IdempotencyStore remembers responses by Idempotency-Key
-// (internal/idempotency keeps them in Postgres).
-type IdempotencyStore interface {
-	Claim(ctx context.Context, scope, key, hash string, ttl time.Duration) (*idempotency.Response, error)
-	Save(ctx context.Context, scope, key string, r idempotency.Response) error
-	Release(ctx context.Context, scope, key string) error
-}
+// identityKey is the request context key of a command's identity.
+type identityKey struct{}
 
-// replayedHeaders are the response headers an idempotent replay repeats.
-var replayedHeaders = []string{"Content-Type", "ETag", "Location", "X-Consistency-Token", "Retry-After"}
-
-// idempotency makes a request with an Idempotency-Key run once: the same key
-// and the same request within the TTL replays the first response byte for
-// byte; the same key with another request answers 422.
+// idempotency gives a request that carries an Idempotency-Key its command
+// identity: the key, scoped by the caller that sent it (its token's subject
+// and tenant binding), and bound to a fingerprint of the request (method,
+// route, path parameters and canonical body). The command handler does the
+// rest in the command's own write: the same caller, key and request is
+// answered with the first outcome; the same caller and key with another
+// request gets 422; another caller's identical key is another command.
+// Nothing is remembered outside the event log, so nothing outlives a
+// crashed request, and a purge leaves no copy of personal data behind.
 func (s *Server) idempotency(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
@@ -48,76 +45,61 @@ func (s *Server) idempotency(next echo.HandlerFunc) echo.HandlerFunc {
 			return echo.NewHTTPError(http.StatusRequestEntityTooLarge)
 		}
 		req.Body = io.NopCloser(bytes.NewReader(body))
-		sum := sha256.New()
-		sum.Write([]byte(req.Method + "\n" + req.URL.Path + "\n"))
-		sum.Write(body)
-		hash := hex.EncodeToString(sum.Sum(nil))
-		scope := principal(c).Subject
-
-		ctx := req.Context()
-		stored, err := s.deps.Idempotency.Claim(ctx, scope, key, hash, s.opts.IdempotencyTTL)
-		switch {
-		case errors.Is(err, idempotency.ErrMismatch):
-			p := newProblem(http.StatusUnprocessableEntity, typeIdemMismatch, "Idempotency-Key reused",
-				"This Idempotency-Key was used with a different request; use a new key for a new request.")
-			p.Field, p.Rule = "Idempotency-Key", "same_request"
-			return p
-		case errors.Is(err, idempotency.ErrInFlight):
-			p := newProblem(http.StatusConflict, typeIdemBusy, "Request in progress",
-				"The first request with this Idempotency-Key is still running; retry shortly.")
-			p.retryAfter = 1
-			return p
-		case err != nil:
-			return err
-		case stored != nil:
-			h := c.Response().Header()
-			for k, v := range stored.Header {
-				h.Set(k, v)
-			}
-			h.Set("Idempotent-Replayed", "true")
-			if s.deps.Observer != nil {
-				s.deps.Observer.IdempotencyReplay()
-			}
-			c.Response().WriteHeader(stored.Status)
-			_, err := c.Response().Write(stored.Body)
-			return err
+		p := principal(c)
+		bound := ""
+		if p.TenantID != nil {
+			bound = p.TenantID.String()
 		}
-
-		rec := &recorder{ResponseWriter: c.Response().Writer}
-		c.Response().Writer = rec
-		if err := next(c); err != nil {
-			c.Error(err)
-		}
-		status := c.Response().Status
-		// A response of ours that failed (5xx) is not an answer: forget the
-		// claim so a retry runs again.
-		bg := context.WithoutCancel(ctx)
-		if status >= 500 || !c.Response().Committed {
-			if err := s.deps.Idempotency.Release(bg, scope, key); err != nil {
-				s.logger.ErrorContext(ctx, "release idempotency key", "err", err)
-			}
-			return nil
-		}
-		saved := idempotency.Response{Status: status, Header: map[string]string{}, Body: rec.body.Bytes()}
-		for _, k := range replayedHeaders {
-			if v := c.Response().Header().Get(k); v != "" {
-				saved.Header[k] = v
-			}
-		}
-		if err := s.deps.Idempotency.Save(bg, scope, key, saved); err != nil {
-			s.logger.ErrorContext(ctx, "save idempotent response", "err", err)
-		}
-		return nil
+		id := &commands.Identity{Scope: commands.ClientScope(p.Subject, bound), Key: key, Fingerprint: fingerprint(c, body)}
+		c.SetRequest(req.WithContext(context.WithValue(req.Context(), identityKey{}, id)))
+		return next(c)
 	}
 }
 
-// recorder keeps a copy of the response body.
-type recorder struct {
-	http.ResponseWriter
-	body bytes.Buffer
+// identity is the request's command identity, nil without an Idempotency-Key.
+func identity(c echo.Context) *commands.Identity {
+	id, _ := c.Request().Context().Value(identityKey{}).(*commands.Identity)
+	return id
 }
 
-func (r *recorder) Write(b []byte) (int, error) {
-	r.body.Write(b)
-	return r.ResponseWriter.Write(b)
+// subIdentity is the identity of the part-th command a request issues
+// (a legacy route that completes provisioning, then activates).
+func subIdentity(c echo.Context, part string) *commands.Identity {
+	id := identity(c)
+	if id == nil {
+		return nil
+	}
+	sub := *id
+	sub.Key += "\x00" + part
+	return &sub
+}
+
+// fingerprint hashes what makes a request the same request: its method,
+// route, path parameters and body, the body in a canonical form (object
+// members sorted, numbers as written) so that a client that re-encodes its
+// retry is still recognised.
+func fingerprint(c echo.Context, body []byte) string {
+	h := sha256.New()
+	h.Write([]byte(c.Request().Method + "\n" + c.Path() + "\n"))
+	for _, name := range c.ParamNames() {
+		h.Write([]byte(name + "=" + c.Param(name) + "\n"))
+	}
+	h.Write(canonicalJSON(body))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// canonicalJSON re-encodes a JSON document with sorted object members, or
+// returns body as it is when it is not JSON.
+func canonicalJSON(body []byte) []byte {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil || dec.More() {
+		return body
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		return body
+	}
+	return out
 }

@@ -36,7 +36,7 @@ func TestCursorPagesSeeEveryTenantOnceWhileTenantsAreCreated(t *testing.T) {
 			res, err := s.app.Commands.Create(gctx, aggregate.Create{
 				Name: fmt.Sprintf("Page Tenant %04d %x", i, (i*7919)%1000), Edition: aggregate.Editions()[i%5],
 				Region: aggregate.Regions()[i%len(aggregate.Regions())],
-			}, "", aggregate.Metadata{Actor: "test"})
+			}, aggregate.Metadata{Actor: "test"})
 			if err != nil {
 				return err
 			}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/commands"
+	"github.com/tenancyhq/tenancy/eventstore"
+	"github.com/tenancyhq/tenancy/internal/pgerr"
 	"github.com/tenancyhq/tenancy/queries"
 )
 
@@ -71,7 +73,6 @@ const (
 	typeMediaType    = "unsupported-media-type"
 	typeMethod       = "method-not-allowed"
 	typeIdemMismatch = "idempotency-key-reused"
-	typeIdemBusy     = "idempotency-key-in-use"
 	typeNotCaughtUp  = "read-model-behind"
 	typeUnavailable  = "service-unavailable"
 	typeInternal     = "internal-error"
@@ -108,6 +109,17 @@ func problemFor(err error) *Problem {
 	switch {
 	case errors.Is(err, commands.ErrVersionMismatch):
 		return newProblem(http.StatusPreconditionFailed, typePrecondition, "Tenant changed", "The tenant's version no longer matches If-Match; fetch it again and retry.")
+	case errors.Is(err, commands.ErrIdempotencyKeyReused):
+		p := newProblem(http.StatusUnprocessableEntity, typeIdemMismatch, "Idempotency-Key reused",
+			"This Idempotency-Key was used with a different request; use a new key for a new request.")
+		p.Field, p.Rule = "Idempotency-Key", "same_request"
+		p.Errors = []FieldError{{Field: p.Field, Rule: p.Rule, Message: p.Detail}}
+		return p
+	case errors.Is(err, eventstore.ErrUnavailable), pgerr.IsUnavailable(err):
+		p := newProblem(http.StatusServiceUnavailable, typeUnavailable, "Service unavailable",
+			"The service's database cannot be reached right now. Retry shortly; a change sent again with the same Idempotency-Key is applied at most once.")
+		p.retryAfter = 2
+		return p
 	case errors.Is(err, commands.ErrTooManyConflicts):
 		p := newProblem(http.StatusConflict, typeConcurrency, "Concurrent modification", "Other changes to this tenant kept winning the race; nothing was written. Retry the request.")
 		p.retryAfter = 1

@@ -32,8 +32,8 @@ import (
 
 // Commands is what the API needs of the write side.
 type Commands interface {
-	Create(ctx context.Context, cmd aggregate.Create, idempotencyKey string, meta aggregate.Metadata) (commands.Result, error)
 	Execute(ctx context.Context, req commands.Request) (commands.Result, error)
+	Resolve(ctx context.Context, externalID string) (uuid.UUID, error)
 	Load(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, []aggregate.Envelope, error)
 }
 
@@ -47,12 +47,11 @@ type Queries interface {
 
 // Deps are the server's collaborators.
 type Deps struct {
-	Commands    Commands
-	Queries     Queries
-	Catalog     *aggregate.Catalog
-	Idempotency IdempotencyStore
-	Health      *Health
-	Logger      *slog.Logger
+	Commands Commands
+	Queries  Queries
+	Catalog  *aggregate.Catalog
+	Health   *Health
+	Logger   *slog.Logger
 	// Now is the clock policy evaluation uses (default time.Now).
 	Now func() time.Time
 	// Auth checks bearer tokens; nil turns authentication off (only an
@@ -79,8 +78,6 @@ type Options struct {
 	// ConsistencyWait bounds how long a read waits for the read model to reach
 	// a consistency token (default 2 s).
 	ConsistencyWait time.Duration
-	// IdempotencyTTL is how long an Idempotency-Key is remembered (default 24 h).
-	IdempotencyTTL time.Duration
 	// Version is reported by /health.
 	Version string
 }
@@ -112,9 +109,6 @@ func New(deps Deps, opts Options) (*Server, error) {
 	}
 	if opts.ConsistencyWait <= 0 {
 		opts.ConsistencyWait = 2 * time.Second
-	}
-	if opts.IdempotencyTTL <= 0 {
-		opts.IdempotencyTTL = 24 * time.Hour
 	}
 	if deps.TracerProvider == nil {
 		deps.TracerProvider = noop.NewTracerProvider()
@@ -149,7 +143,7 @@ func New(deps Deps, opts Options) (*Server, error) {
 		if r.command || r.tag == "admin" && r.method != http.MethodGet {
 			mws = append(mws, s.auditing(r))
 		}
-		if r.idempotent() && deps.Idempotency != nil {
+		if r.idempotent() {
 			mws = append(mws, s.idempotency)
 		}
 		mws = append(mws, s.openapi.validate)

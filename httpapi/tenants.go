@@ -51,18 +51,15 @@ func ifMatch(c echo.Context) (*uint64, error) {
 }
 
 // tenantRef resolves the {id} path parameter: a tenant uuid, or an external
-// id looked up in the read model.
+// id, looked up in the event log's claims (so a command on a tenant just
+// created does not wait for the read model).
 func (s *Server) tenantRef(c echo.Context) (uuid.UUID, error) {
 	raw := c.Param("id")
 	if id, err := uuid.Parse(raw); err == nil {
 		return id, nil
 	}
 	if aggregate.IsExternalID(raw) {
-		t, _, err := s.deps.Queries.Get(c.Request().Context(), raw)
-		if err != nil {
-			return uuid.Nil, err
-		}
-		return t.ID, nil
+		return s.deps.Commands.Resolve(c.Request().Context(), raw)
 	}
 	return uuid.Nil, newProblem(http.StatusNotFound, typeNotFound, "Not found", "A tenant id is a UUID or an external id like ORG-1A2B3C4D.")
 }
@@ -94,6 +91,9 @@ func (s *Server) respond(c echo.Context, status int, res commands.Result) error 
 	h.Set("X-Consistency-Token", res.Position.String())
 	if res.Duplicate {
 		h.Set("Idempotent-Replayed", "true")
+		if s.deps.Observer != nil {
+			s.deps.Observer.IdempotencyReplay()
+		}
 	}
 	return c.JSON(status, view(res.Tenant))
 }
@@ -114,7 +114,7 @@ func (s *Server) executeOn(c echo.Context, id uuid.UUID, cmd aggregate.Command) 
 	}
 	res, err := s.deps.Commands.Execute(c.Request().Context(), commands.Request{
 		TenantID: id, Command: cmd, ExpectedVersion: expected,
-		IdempotencyKey: c.Request().Header.Get("Idempotency-Key"), Metadata: s.metadata(c),
+		Identity: identity(c), Metadata: s.metadata(c),
 	})
 	if err != nil {
 		return err
@@ -133,7 +133,7 @@ func (s *Server) createTenant(c echo.Context) error {
 }
 
 func (s *Server) create(c echo.Context, cmd aggregate.Create) error {
-	res, err := s.deps.Commands.Create(c.Request().Context(), cmd, c.Request().Header.Get("Idempotency-Key"), s.metadata(c))
+	res, err := s.deps.Commands.Execute(c.Request().Context(), commands.Request{Command: cmd, Identity: identity(c), Metadata: s.metadata(c)})
 	if err != nil {
 		return err
 	}
@@ -193,14 +193,13 @@ func (s *Server) patchTenant(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	key := c.Request().Header.Get("Idempotency-Key")
 	first, err := s.deps.Commands.Execute(c.Request().Context(), commands.Request{TenantID: id, Command: aggregate.Rename{Name: *req.Name},
-		ExpectedVersion: expected, IdempotencyKey: suffixKey(key, "rename"), Metadata: s.metadata(c)})
+		ExpectedVersion: expected, Identity: subIdentity(c, "rename"), Metadata: s.metadata(c)})
 	if err != nil {
 		return err
 	}
 	res, err := s.deps.Commands.Execute(c.Request().Context(), commands.Request{TenantID: id, Command: profile,
-		IdempotencyKey: suffixKey(key, "profile"), Metadata: s.metadata(c)})
+		Identity: subIdentity(c, "profile"), Metadata: s.metadata(c)})
 	if err != nil {
 		return err
 	}
@@ -208,13 +207,6 @@ func (s *Server) patchTenant(c echo.Context) error {
 		res.Position = first.Position
 	}
 	return s.respond(c, http.StatusOK, res)
-}
-
-func suffixKey(key, part string) string {
-	if key == "" {
-		return ""
-	}
-	return key + "/" + part
 }
 
 func (s *Server) runVerb(v verb) echo.HandlerFunc {
@@ -466,7 +458,7 @@ func (s *Server) legacyActivate(c echo.Context) error {
 	switch t.Status {
 	case aggregate.StatusProvisioning:
 		res, err := s.deps.Commands.Execute(c.Request().Context(), commands.Request{TenantID: id, Command: aggregate.CompleteProvisioning{},
-			IdempotencyKey: suffixKey(c.Request().Header.Get("Idempotency-Key"), "provision"), Metadata: s.metadata(c)})
+			Identity: subIdentity(c, "provision"), Metadata: s.metadata(c)})
 		if err != nil {
 			return err
 		}

@@ -65,7 +65,7 @@ func (e *env) worker(holder string) *process.Timers {
 
 func (e *env) create(t *testing.T, name string, trial bool) uuid.UUID {
 	t.Helper()
-	res, err := e.handler.Create(context.Background(), aggregate.Create{Name: name, Edition: "professional", Region: "us-east-1", Trial: &trial}, "", aggregate.Metadata{})
+	res, err := e.handler.Create(context.Background(), aggregate.Create{Name: name, Edition: "professional", Region: "us-east-1", Trial: &trial}, aggregate.Metadata{})
 	if err != nil {
 		t.Fatal(err)
 	}

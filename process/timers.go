@@ -166,10 +166,10 @@ func (w *Timers) fire(ctx context.Context, t Timer) error {
 		return nil
 	}
 	_, err := w.cmds.Execute(ctx, commands.Request{
-		TenantID:       t.TenantID,
-		Command:        cmd,
-		IdempotencyKey: TimerKey(t),
-		Metadata:       aggregate.Metadata{Actor: "system:timer", CorrelationID: "timer/" + string(t.Kind) + "/" + t.TenantID.String()},
+		TenantID: t.TenantID,
+		Command:  cmd,
+		Identity: TimerIdentity(t),
+		Metadata: aggregate.Metadata{Actor: "system:timer", CorrelationID: "timer/" + string(t.Kind) + "/" + t.TenantID.String()},
 	})
 	var de *aggregate.Error
 	if errors.As(err, &de) {
@@ -204,9 +204,18 @@ func (w *Timers) provision(ctx context.Context, t Timer) (aggregate.Command, err
 	return aggregate.CompleteProvisioning{Steps: steps}, nil
 }
 
-// TimerKey is the idempotency key of a timer's command.
+// TimerKey is the idempotency key of a timer's command: the timer's own
+// identity. Anyone can compute it, a tenant included; what no API client
+// can do is send it in the timers' scope (see TimerIdentity).
 func TimerKey(t Timer) string {
 	return "timer/" + string(t.Kind) + "/" + t.TenantID.String() + "/" + strconv.FormatInt(t.DueAt.UnixMicro(), 10)
+}
+
+// TimerIdentity is the identity of a timer's command, in the timers' scope:
+// firing the same timer twice applies its command once, and no client key
+// can be taken for it.
+func TimerIdentity(t Timer) *commands.Identity {
+	return &commands.Identity{Scope: commands.SystemScope("timers"), Key: TimerKey(t)}
 }
 
 // Pending lists the timers not yet fired, soonest first (for operators and tests).

@@ -113,7 +113,7 @@ func (w *history) create(name string) uuid.UUID {
 	w.t.Helper()
 	trial := false
 	res, err := w.h.Create(context.Background(), aggregate.Create{Name: name, Edition: aggregate.EditionEnterprise, Region: "eu-west-1",
-		Trial: &trial, Labels: map[string]string{"env": "prod"}}, "", aggregate.Metadata{Actor: "test"})
+		Trial: &trial, Labels: map[string]string{"env": "prod"}}, aggregate.Metadata{Actor: "test"})
 	if err != nil {
 		w.t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ func TestReplayAsOfBetweenTwoEventsShowsTheEarlierState(t *testing.T) {
 	h := commands.NewHandler(store, commands.Options{Now: func() time.Time { return now }})
 	ctx := context.Background()
 	res, err := h.Create(ctx, aggregate.Create{Name: "Audit Co", Edition: "professional", Region: "us-east-1",
-		Contacts: []aggregate.Contact{{Role: "primary", Name: "Ada Lovelace", Email: "ada@audit.example"}}}, "", aggregate.Metadata{Actor: "user:ops"})
+		Contacts: []aggregate.Contact{{Role: "primary", Name: "Ada Lovelace", Email: "ada@audit.example"}}}, aggregate.Metadata{Actor: "user:ops"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,7 +55,7 @@ func eventsOfTenants(t *testing.T, names ...string) []eventstore.RecordedEvent {
 	ctx := context.Background()
 	for i, name := range names {
 		m := aggregate.Metadata{Actor: "user:alice", CorrelationID: fmt.Sprintf("corr-%d", i)}
-		res, err := h.Create(ctx, aggregate.Create{Name: name, Edition: "professional", Region: "eu-west-1"}, "", m)
+		res, err := h.Create(ctx, aggregate.Create{Name: name, Edition: "professional", Region: "eu-west-1"}, m)
 		if err != nil {
 			t.Fatal(err)
 		}

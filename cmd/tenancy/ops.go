@@ -15,7 +15,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tenancyhq/tenancy/aggregate"
-	"github.com/tenancyhq/tenancy/commands"
 	"github.com/tenancyhq/tenancy/eventstore"
 	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/projections"
@@ -359,28 +358,26 @@ func printTimeline(w io.Writer, tl queries.Timeline, asJSON bool) error {
 }
 
 // resolveTenant accepts a tenant id or an external id; an external id is
-// looked up in its reservation stream, from the event store itself.
-func resolveTenant(ctx context.Context, store eventstore.StreamReader, arg string) (uuid.UUID, error) {
+// looked up in the claims the event store keeps, not in the read model.
+func resolveTenant(ctx context.Context, store eventstore.ClaimReader, arg string) (uuid.UUID, error) {
 	if id, err := uuid.Parse(arg); err == nil {
 		return id, nil
 	}
 	if !aggregate.IsExternalID(arg) {
 		return uuid.Nil, fmt.Errorf("%q is neither a tenant id (UUID) nor an external id (ORG-XXXXXXXX)", arg)
 	}
-	recs, err := store.ReadStream(ctx, commands.ExternalIDStreamPrefix+arg, eventstore.Forward, 0, 1)
-	if errors.Is(err, eventstore.ErrStreamNotFound) {
+	stream, err := store.ClaimHolder(ctx, aggregate.ClaimExternalID, arg)
+	if errors.Is(err, eventstore.ErrNotFound) {
 		return uuid.Nil, fmt.Errorf("no tenant has external id %s", arg)
 	}
 	if err != nil {
 		return uuid.Nil, err
 	}
-	var r struct {
-		TenantID uuid.UUID `json:"tenant_id"`
+	id, err := uuid.Parse(strings.TrimPrefix(stream, aggregate.StreamPrefix))
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("external id %s is held by %s, not a tenant", arg, stream)
 	}
-	if err := json.Unmarshal(recs[0].Data, &r); err != nil {
-		return uuid.Nil, fmt.Errorf("external id %s: %w", arg, err)
-	}
-	return r.TenantID, nil
+	return id, nil
 }
 
 func dash(s string) string {

@@ -124,8 +124,12 @@ func toPosition(p esdb.Position) eventstore.Position {
 	return eventstore.Position{Commit: p.Commit, Prepare: p.Prepare}
 }
 
-// claimStreamPrefix starts the streams that claim event ids.
-const claimStreamPrefix = "eventid-"
+// claimStreamPrefix starts the streams that claim event ids;
+// uniqueClaimPrefix those that claim unique values (see commit.go).
+const (
+	claimStreamPrefix = "eventid-"
+	uniqueClaimPrefix = "uniqueclaim-"
+)
 
 // feedEvent decides whether a recorded event of $all belongs in the feed
 // under filter: it must be in the namespace, not a system event or stream,
@@ -133,7 +137,7 @@ const claimStreamPrefix = "eventid-"
 func (s *Store) feedEvent(r *esdb.RecordedEvent, filter eventstore.Filter) (eventstore.RecordedEvent, bool) {
 	stream, ok := strings.CutPrefix(r.StreamID, s.ns)
 	if !ok || strings.HasPrefix(stream, "$") || strings.HasPrefix(r.EventType, "$") ||
-		strings.HasPrefix(stream, claimStreamPrefix) || !filter.Match(stream) {
+		strings.HasPrefix(stream, claimStreamPrefix) || strings.HasPrefix(stream, uniqueClaimPrefix) || !filter.Match(stream) {
 		return eventstore.RecordedEvent{}, false
 	}
 	return decodeEvent(r, stream), true

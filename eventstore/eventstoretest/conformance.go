@@ -45,6 +45,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"ConcurrentAppendsAtOneVersionOneWins", testConcurrentAppends},
 		{"EventRoundTripsUnchanged", testRoundTrip},
 	}
+	tests = append(tests, commitTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -23,6 +23,7 @@ type Store struct {
 	all     []eventstore.RecordedEvent
 	streams map[string][]int // stream -> indexes into all
 	ids     map[uuid.UUID]int
+	claims  map[[2]string]string // (kind, value) -> holder
 	// changed is closed and replaced on every append, waking subscribers.
 	changed chan struct{}
 	now     func() time.Time
@@ -35,6 +36,7 @@ func New() *Store {
 	return &Store{
 		streams: make(map[string][]int),
 		ids:     make(map[uuid.UUID]int),
+		claims:  make(map[[2]string]string),
 		changed: make(chan struct{}),
 		now:     time.Now,
 	}
@@ -50,13 +52,16 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-
-	idx := s.streams[stream]
-	actual := int64(len(idx)) - 1
-
 	if res, ok, err := s.retried(stream, events); ok || err != nil {
 		return res, err
 	}
+	return s.appendLocked(stream, expected, events)
+}
+
+// appendLocked appends after the checks for retries; s.mu is held.
+func (s *Store) appendLocked(stream string, expected eventstore.ExpectedVersion, events []eventstore.EventData) (eventstore.AppendResult, error) {
+	idx := s.streams[stream]
+	actual := int64(len(idx)) - 1
 	switch {
 	case expected == eventstore.Any:
 	case expected == eventstore.NoStream && actual == -1:
@@ -210,3 +215,71 @@ func (sub *subscription) Next(ctx context.Context) ([]eventstore.RecordedEvent, 
 }
 
 func (sub *subscription) Close() error { return nil }
+
+// KeepsSecrets implements eventstore.Committer: the memory store keeps no
+// key material.
+func (s *Store) KeepsSecrets() bool { return false }
+
+// Commit implements eventstore.Committer under the store's lock: all of the
+// write or nothing.
+func (s *Store) Commit(ctx context.Context, w eventstore.Write) (eventstore.AppendResult, error) {
+	if err := ctx.Err(); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	if len(w.Events) == 0 {
+		return eventstore.AppendResult{}, fmt.Errorf("commit to %s: no events", w.Stream)
+	}
+	if len(w.Secrets) > 0 {
+		return eventstore.AppendResult{}, fmt.Errorf("commit to %s: the memory store keeps no secrets", w.Stream)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := make(map[uuid.UUID]bool, len(w.Events))
+	for _, e := range w.Events {
+		if _, dup := s.ids[e.ID]; dup || seen[e.ID] {
+			return eventstore.AppendResult{}, fmt.Errorf("commit to %s: event %s: %w", w.Stream, e.ID, eventstore.ErrDuplicateEventID)
+		}
+		seen[e.ID] = true
+	}
+	for _, c := range w.Claims {
+		if h, held := s.claims[[2]string{c.Kind, c.Value}]; held && h != w.Stream && !c.Release {
+			return eventstore.AppendResult{}, &eventstore.ClaimTakenError{Kind: c.Kind, Value: c.Value, Holder: h}
+		}
+	}
+	res, err := s.appendLocked(w.Stream, w.Expected, w.Events)
+	if err != nil {
+		return res, err
+	}
+	for _, c := range w.Claims {
+		k := [2]string{c.Kind, c.Value}
+		switch {
+		case !c.Release:
+			s.claims[k] = w.Stream
+		case s.claims[k] == w.Stream:
+			delete(s.claims, k)
+		}
+	}
+	return res, nil
+}
+
+// ClaimHolder implements eventstore.ClaimReader.
+func (s *Store) ClaimHolder(_ context.Context, kind, value string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, ok := s.claims[[2]string{kind, value}]
+	if !ok {
+		return "", fmt.Errorf("claim %s %q: %w", kind, value, eventstore.ErrNotFound)
+	}
+	return h, nil
+}
+
+// Locate implements eventstore.Locator.
+func (s *Store) Locate(_ context.Context, id uuid.UUID) (string, uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, ok := s.ids[id]
+	if !ok {
+		return "", 0, fmt.Errorf("event %s: %w", id, eventstore.ErrNotFound)
+	}
+	return s.all[i].Stream, s.all[i].Version, nil
+}

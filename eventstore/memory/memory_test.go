@@ -10,4 +10,5 @@ import (
 
 func TestConformance(t *testing.T) {
 	eventstoretest.Run(t, func(t *testing.T) eventstore.Store { return memory.New() })
+	eventstoretest.RunAtomicCommit(t, func(t *testing.T) eventstore.Store { return memory.New() })
 }

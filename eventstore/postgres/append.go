@@ -76,7 +76,7 @@ type querier interface {
 // Once committed, the append is announced to subscriptions (see notifier).
 func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events []eventstore.EventData) (eventstore.AppendResult, error) {
 	for {
-		res, err := s.append(ctx, s.pool, stream, expected, events)
+		res, err := s.appendOnce(ctx, s.pool, stream, expected, events, true)
 		var wev *eventstore.WrongExpectedVersionError
 		if expected == eventstore.Any && errors.As(err, &wev) && ctx.Err() == nil {
 			continue // another append took the version first; someone made progress
@@ -84,13 +84,15 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 		if err == nil {
 			s.notifier.announce()
 		}
-		return res, err
+		return res, unavailable(err)
 	}
 }
 
-// append runs one attempt on q, which may be a transaction: then the events
-// are written when the caller commits.
-func (s *Store) append(ctx context.Context, q querier, stream string, expected eventstore.ExpectedVersion, events []eventstore.EventData) (eventstore.AppendResult, error) {
+// appendOnce runs one attempt on q, which may be a transaction: then the
+// events are written when the caller commits. With retryOK, the very same
+// event ids stored at the expected place are a retry, answered with the
+// first result (Append); without, they are a duplicate (Commit).
+func (s *Store) appendOnce(ctx context.Context, q querier, stream string, expected eventstore.ExpectedVersion, events []eventstore.EventData, retryOK bool) (eventstore.AppendResult, error) {
 	if err := checkBatch(stream, events); err != nil {
 		return eventstore.AppendResult{}, err
 	}
@@ -138,11 +140,7 @@ func (s *Store) append(ctx context.Context, q querier, stream string, expected e
 		return res, nil
 	case err == nil && written == 0, errors.As(err, &pgErr) && pgErr.Code == "23505": // unique_violation
 		// q may be a transaction the error aborted: explain it on the pool.
-		ids := make([]uuid.UUID, len(events))
-		for i, e := range events {
-			ids[i] = e.ID
-		}
-		return s.refused(ctx, stream, expected, ids)
+		return s.refused(ctx, stream, expected, eventIDs(events), retryOK)
 	case err == nil:
 		return eventstore.AppendResult{}, fmt.Errorf("append %s: %d of %d events written", stream, written, len(events))
 	default:
@@ -176,7 +174,7 @@ func checkBatch(stream string, events []eventstore.EventData) error {
 
 // refused explains an append that wrote nothing: a retry of an append that
 // already succeeded, a duplicate event id, or a wrong expected version.
-func (s *Store) refused(ctx context.Context, stream string, expected eventstore.ExpectedVersion, ids []uuid.UUID) (eventstore.AppendResult, error) {
+func (s *Store) refused(ctx context.Context, stream string, expected eventstore.ExpectedVersion, ids []uuid.UUID, retryOK bool) (eventstore.AppendResult, error) {
 	rows, err := s.pool.Query(ctx, storedSQL, stream, ids)
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("append %s: look up refused events: %w", stream, err)
@@ -221,7 +219,7 @@ func (s *Store) refused(ctx context.Context, stream string, expected eventstore.
 	// A retry: every id stored, in order, in this stream, starting where the
 	// append expected the stream to end.
 	first := places[0]
-	retry := stored == len(places) && *first.stream == stream &&
+	retry := retryOK && stored == len(places) && *first.stream == stream &&
 		(expected == eventstore.Any || *first.version == int64(expected)+1)
 	for i, p := range places {
 		if !retry {

@@ -13,7 +13,7 @@ import (
 // as the caller cannot announce it afterwards), count from the caller's
 // commit.
 func (s *Store) AppendInTx(ctx context.Context, tx pgx.Tx, stream string, expected eventstore.ExpectedVersion, events []eventstore.EventData) (eventstore.AppendResult, error) {
-	res, err := s.append(ctx, tx, stream, expected, events)
+	res, err := s.appendOnce(ctx, tx, stream, expected, events, true)
 	if err != nil {
 		return res, err
 	}

@@ -20,4 +20,5 @@ func newStore(t testing.TB, opts ...postgres.Option) *postgres.Store {
 
 func TestConformance(t *testing.T) {
 	eventstoretest.Run(t, func(t *testing.T) eventstore.Store { return newStore(t) })
+	eventstoretest.RunAtomicCommit(t, func(t *testing.T) eventstore.Store { return newStore(t) })
 }

@@ -94,7 +94,7 @@ func (s *Store) ReadStream(ctx context.Context, stream string, direction eventst
 	}
 	rows, err := s.pool.Query(ctx, sql, stream, start, limitArg(limit))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", stream, err)
+		return nil, unavailable(fmt.Errorf("read %s: %w", stream, err))
 	}
 	defer rows.Close()
 	var (
@@ -104,14 +104,14 @@ func (s *Store) ReadStream(ctx context.Context, stream string, direction eventst
 	for rows.Next() {
 		var e nullableEvent
 		if err := rows.Scan(append([]any{&found}, e.dest()...)...); err != nil {
-			return nil, fmt.Errorf("read %s: %w", stream, err)
+			return nil, unavailable(fmt.Errorf("read %s: %w", stream, err))
 		}
 		if e.position != nil {
 			evs = append(evs, e.event())
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", stream, err)
+		return nil, unavailable(fmt.Errorf("read %s: %w", stream, err))
 	}
 	if !found {
 		return nil, fmt.Errorf("read %s: %w", stream, eventstore.ErrStreamNotFound)
@@ -129,7 +129,7 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, filter e
 	patterns := likePatterns(filter)
 	p, err := readFeed(ctx, s.pool, after, patterns, limit)
 	if err != nil {
-		return nil, fmt.Errorf("read all after %s: %w", after, err)
+		return nil, unavailable(fmt.Errorf("read all after %s: %w", after, err))
 	}
 	evs := p.events
 	if (limit > 0 && len(evs) >= limit) || !p.waiting() {
@@ -147,7 +147,7 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, filter e
 	}
 	more, err := readFeed(ctx, s.pool, from, patterns, rest)
 	if err != nil {
-		return nil, fmt.Errorf("read all after %s: %w", from, err)
+		return nil, unavailable(fmt.Errorf("read all after %s: %w", from, err))
 	}
 	return append(evs, more.events...), nil
 }
@@ -163,7 +163,7 @@ func (s *Store) Head(ctx context.Context) (eventstore.Position, error) {
 	)
 	read := func() error {
 		if err := s.pool.QueryRow(ctx, headSQL).Scan(&xmin, &lastXID, &commit, &prepare); err != nil {
-			return fmt.Errorf("head: %w", err)
+			return unavailable(fmt.Errorf("head: %w", err))
 		}
 		return nil
 	}

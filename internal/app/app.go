@@ -34,7 +34,6 @@ import (
 	"github.com/tenancyhq/tenancy/eventstore/esdb"
 	"github.com/tenancyhq/tenancy/eventstore/postgres"
 	"github.com/tenancyhq/tenancy/httpapi"
-	"github.com/tenancyhq/tenancy/internal/idempotency"
 	"github.com/tenancyhq/tenancy/internal/metrics"
 	"github.com/tenancyhq/tenancy/internal/natsserver"
 	"github.com/tenancyhq/tenancy/internal/shred"
@@ -123,7 +122,6 @@ type App struct {
 	Reader   *queries.Reader
 	health   *httpapi.Health
 	server   *httpapi.Server
-	idem     *idempotency.Store
 	listener net.Listener
 	catalog  *aggregate.Catalog
 }
@@ -210,7 +208,6 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		metrics.NewProjectionsCollector(a.projectionStats),
 		metrics.NewTenantsCollector(a.Reader.CountByStatusAndEdition),
 	)
-	a.idem = idempotency.New(pool)
 	a.health = httpapi.NewHealth(
 		httpapi.Check{Name: "postgres", Critical: true, Probe: pool.Ping},
 		httpapi.Check{Name: "event_store", Critical: true, Probe: func(ctx context.Context) error { _, err := a.store.Head(ctx); return err }},
@@ -223,8 +220,8 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	}
 	if cfg.HTTPAddr != "" {
 		a.admin = newAdmin(a)
-		a.server, err = httpapi.New(httpapi.Deps{Commands: metrics.NewCommands(a.erasing(), a.metrics, a.log), Queries: a.Reader,
-			Auth: cfg.Auth, Observer: a.metrics, TracerProvider: cfg.TracerProvider, Replayer: queries.NewReplayer(a.store), Admin: a.admin, Catalog: a.catalog, Idempotency: a.idem, Health: a.health, Logger: a.log},
+		a.server, err = httpapi.New(httpapi.Deps{Commands: metrics.NewCommands(a.Commands, a.metrics, a.log), Queries: a.Reader,
+			Auth: cfg.Auth, Observer: a.metrics, TracerProvider: cfg.TracerProvider, Replayer: queries.NewReplayer(a.store), Admin: a.admin, Catalog: a.catalog, Health: a.health, Logger: a.log},
 			httpapi.Options{ConsistencyWait: cfg.ConsistencyWait, Version: cfg.Version})
 		if err != nil {
 			pool.Close()
@@ -347,7 +344,6 @@ func (a *App) Run(ctx context.Context) error {
 			defer cancel()
 			return srv.Shutdown(sctx)
 		})
-		g.Go(func() error { return a.expireIdempotencyKeys(ctx) })
 	}
 	if a.cfg.Projections {
 		for _, p := range a.projections() {
@@ -361,7 +357,7 @@ func (a *App) Run(ctx context.Context) error {
 				Tracer: a.projectionTracer()})
 			g.Go(func() error { return a.runProjection(ctx, p.Name(), r) })
 		}
-		timers := process.NewTimers(a.pool, a.erasing(), process.TimerOptions{Now: a.cfg.Now, Holder: a.cfg.Holder, Logger: a.log, Provisioner: a.cfg.Provisioner})
+		timers := process.NewTimers(a.pool, a.Commands, process.TimerOptions{Now: a.cfg.Now, Holder: a.cfg.Holder, Logger: a.log, Provisioner: a.cfg.Provisioner})
 		g.Go(func() error { return timers.Run(ctx) })
 	}
 	a.health.MarkStarted()
@@ -464,23 +460,6 @@ func (a *App) runProjection(ctx context.Context, name string, r *projections.Run
 		case <-ctx.Done():
 			return nil
 		case <-time.After(10 * time.Second):
-		}
-	}
-}
-
-func (a *App) expireIdempotencyKeys(ctx context.Context) error {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if n, err := a.idem.DeleteExpired(ctx); err != nil {
-				a.log.WarnContext(ctx, "expire idempotency keys", "err", err)
-			} else if n > 0 {
-				a.log.InfoContext(ctx, "expired idempotency keys", "count", n)
-			}
 		}
 	}
 }

@@ -42,7 +42,7 @@ func BenchmarkDeliveryLatency(b *testing.B) {
 	ids := make([]uuid.UUID, tenants)
 	for i := range ids {
 		res, err := a.Commands.Create(ctx, aggregate.Create{Name: fmt.Sprintf("Latency %d", i), Edition: "professional", Region: "us-east-1",
-			Trial: new(bool)}, "", aggregate.Metadata{})
+			Trial: new(bool)}, aggregate.Metadata{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -79,8 +79,8 @@ func (m *Metrics) ObserveBatch(projection string, events int, d time.Duration) {
 
 // CommandHandler is the command handler's surface the API uses.
 type CommandHandler interface {
-	Create(ctx context.Context, cmd aggregate.Create, idempotencyKey string, meta aggregate.Metadata) (commands.Result, error)
 	Execute(ctx context.Context, req commands.Request) (commands.Result, error)
+	Resolve(ctx context.Context, externalID string) (uuid.UUID, error)
 	Load(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, []aggregate.Envelope, error)
 }
 
@@ -99,24 +99,21 @@ func NewCommands(inner CommandHandler, m *Metrics, logger *slog.Logger) *Command
 	return &Commands{inner: inner, m: m, log: logger}
 }
 
-// Create implements CommandHandler.
-func (c *Commands) Create(ctx context.Context, cmd aggregate.Create, key string, meta aggregate.Metadata) (commands.Result, error) {
-	start := time.Now()
-	res, err := c.inner.Create(ctx, cmd, key, meta)
-	tenant := res.TenantID
-	if tenant == uuid.Nil {
-		tenant = cmd.TenantID // refused: the tenant the request named, if it named one
-	}
-	c.observe(ctx, aggregate.CmdCreate, tenant, res, err, time.Since(start))
-	return res, err
-}
-
 // Execute implements CommandHandler.
 func (c *Commands) Execute(ctx context.Context, req commands.Request) (commands.Result, error) {
 	start := time.Now()
 	res, err := c.inner.Execute(ctx, req)
-	c.observe(ctx, req.Command.CommandName(), req.TenantID, res, err, time.Since(start))
+	tenant := res.TenantID
+	if tenant == uuid.Nil {
+		tenant = req.TenantID // refused: the tenant the request named, if it named one
+	}
+	c.observe(ctx, req.Command.CommandName(), tenant, res, err, time.Since(start))
 	return res, err
+}
+
+// Resolve implements CommandHandler.
+func (c *Commands) Resolve(ctx context.Context, externalID string) (uuid.UUID, error) {
+	return c.inner.Resolve(ctx, externalID)
 }
 
 // Load implements CommandHandler.
@@ -130,6 +127,8 @@ func (c *Commands) Load(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, [
 func (c *Commands) observe(ctx context.Context, name aggregate.CommandName, tenant uuid.UUID, res commands.Result, err error, d time.Duration) {
 	outcome := "accepted"
 	switch {
+	case err == nil && res.Duplicate:
+		outcome = "replayed" // an idempotent retry, answered with its first outcome
 	case err == nil && res.Attempts > 1:
 		outcome = "retried"
 	case err == nil:
@@ -166,6 +165,14 @@ func NewStore(inner eventstore.Store, m *Metrics) *Store { return &Store{Store: 
 func (s *Store) Append(ctx context.Context, stream string, exp eventstore.ExpectedVersion, evs []eventstore.EventData) (eventstore.AppendResult, error) {
 	start := time.Now()
 	res, err := s.Store.Append(ctx, stream, exp, evs)
+	s.m.AppendDuration.Observe(time.Since(start).Seconds())
+	return res, err
+}
+
+// Commit implements eventstore.Committer, timed like Append.
+func (s *Store) Commit(ctx context.Context, w eventstore.Write) (eventstore.AppendResult, error) {
+	start := time.Now()
+	res, err := s.Store.Commit(ctx, w)
 	s.m.AppendDuration.Observe(time.Since(start).Seconds())
 	return res, err
 }

@@ -207,3 +207,48 @@ func (k *Keys) store(tenant uuid.UUID, a cipher.AEAD) {
 	}
 	k.cache[tenant] = cachedKey{aead: a, expires: time.Now().Add(k.ttl)}
 }
+
+// ForCommit returns the tenant's key for sealing a write on a store that
+// keeps keys in the write's own transaction (eventstore.Committer
+// KeepsSecrets). When the tenant has no key yet it makes one, and returns
+// it wrapped as well: the write keeps it (eventstore.Write.Secrets), and
+// Adopt caches it once the write has committed, so a key never exists
+// without the events it seals, nor those events without it. newStream
+// says the write starts the tenant's stream: no key can exist then, and
+// none is looked up.
+func (k *Keys) ForCommit(ctx context.Context, tenant uuid.UUID, newStream bool) (aead cipher.AEAD, wrapped []byte, err error) {
+	if a, ok, err := k.cached(tenant); ok {
+		return a, nil, err
+	}
+	if !newStream {
+		var stored []byte
+		err := k.pool.QueryRow(ctx, `SELECT wrapped_key FROM tenant_keys WHERE tenant_id = $1`, tenant).Scan(&stored)
+		if err == nil {
+			a, err := k.remember(tenant, stored)
+			return a, nil, err
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return nil, nil, fmt.Errorf("tenant key %s: %w", tenant, err)
+		}
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, nil, err
+	}
+	block, err := aes.NewCipher(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, k.master.wrap(raw, tenant), nil
+}
+
+// Adopt caches a key ForCommit made, once the write that kept it committed.
+func (k *Keys) Adopt(tenant uuid.UUID, a cipher.AEAD) { k.store(tenant, a) }
+
+// Forget marks the tenant's key destroyed in the cache, once a write that
+// destroyed it committed.
+func (k *Keys) Forget(tenant uuid.UUID) { k.store(tenant, nil) }

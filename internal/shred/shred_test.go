@@ -40,7 +40,7 @@ func TestPersonalFieldsAreSealedAndShreddedOnPurge(t *testing.T) {
 	h := commands.NewHandler(store, commands.Options{})
 	ctx := context.Background()
 	res, err := h.Create(ctx, aggregate.Create{Name: "Secret Co", Edition: "free", Region: "eu-west-1",
-		Contacts: []aggregate.Contact{{Role: "primary", Name: "Grace Hopper", Email: "grace@secret.example", Phone: "+44 20 7946 0000"}}}, "", aggregate.Metadata{})
+		Contacts: []aggregate.Contact{{Role: "primary", Name: "Grace Hopper", Email: "grace@secret.example", Phone: "+44 20 7946 0000"}}}, aggregate.Metadata{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,9 @@ type KeyStore interface {
 	ForSeal(ctx context.Context, tenant uuid.UUID) (cipher.AEAD, error)
 	ForOpen(ctx context.Context, tenant uuid.UUID) (cipher.AEAD, error)
 	Destroy(ctx context.Context, tenant uuid.UUID) error
+	ForCommit(ctx context.Context, tenant uuid.UUID, newStream bool) (cipher.AEAD, []byte, error)
+	Adopt(tenant uuid.UUID, a cipher.AEAD)
+	Forget(tenant uuid.UUID)
 }
 
 // Store is an eventstore.Store that encrypts the personal fields of tenant
@@ -64,7 +67,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 			}
 			e.Data = data
 			sealed[i] = e
-			purged = purged || e.Type == "TenantPurged"
+			purged = purged || e.Type == aggregate.TenantPurged{}.EventType()
 		}
 		events = sealed
 	}
@@ -77,6 +80,80 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 		}
 	}
 	return res, err
+}
+
+// KeepsSecrets implements eventstore.Committer; the keys this store makes
+// are its own business, not its callers'.
+func (s *Store) KeepsSecrets() bool { return false }
+
+// Commit implements eventstore.Committer: the write's personal fields are
+// sealed with the tenant's key. On a store that keeps secrets (Postgres) a
+// new key is kept, and a purge destroys the key, in the write itself: one
+// transaction. On others the key is made before the write in the key store
+// (an orphaned key seals nothing and is harmless) and destroyed after it.
+func (s *Store) Commit(ctx context.Context, w eventstore.Write) (eventstore.AppendResult, error) {
+	tenant, isTenant := tenantOf(w.Stream)
+	if !isTenant {
+		return s.inner.Commit(ctx, w)
+	}
+	inWrite := s.inner.KeepsSecrets()
+	var (
+		made   cipher.AEAD // a key ForCommit made for this write
+		purged bool
+	)
+	key := func(ctx context.Context, tenant uuid.UUID) (cipher.AEAD, error) {
+		if !inWrite {
+			return s.keys.ForSeal(ctx, tenant)
+		}
+		if made != nil {
+			return made, nil
+		}
+		a, wrapped, err := s.keys.ForCommit(ctx, tenant, w.Expected == eventstore.NoStream)
+		if err == nil && wrapped != nil {
+			made = a
+			w.Secrets = append(w.Secrets, eventstore.Secret{Owner: tenant, Key: wrapped})
+		}
+		return a, err
+	}
+	sealed := make([]eventstore.EventData, len(w.Events))
+	for i, e := range w.Events {
+		data, err := s.transformWith(ctx, tenant, e.Type, e.Data, true, key)
+		if err != nil {
+			return eventstore.AppendResult{}, fmt.Errorf("commit to %s: seal personal data: %w", w.Stream, err)
+		}
+		e.Data = data
+		sealed[i] = e
+		purged = purged || e.Type == aggregate.TenantPurged{}.EventType()
+	}
+	w.Events = sealed
+	if purged && inWrite {
+		w.Secrets = append(w.Secrets, eventstore.Secret{Owner: tenant, Destroy: true})
+	}
+	res, err := s.inner.Commit(ctx, w)
+	if err != nil {
+		return res, err
+	}
+	switch {
+	case purged && inWrite:
+		s.keys.Forget(tenant)
+	case purged:
+		if derr := s.keys.Destroy(context.WithoutCancel(ctx), tenant); derr != nil {
+			s.log.ErrorContext(ctx, "destroy the purged tenant's key (the read-model projection will retry)", "tenant", tenant, "err", derr)
+		}
+	case made != nil:
+		s.keys.Adopt(tenant, made)
+	}
+	return res, nil
+}
+
+// ClaimHolder implements eventstore.ClaimReader.
+func (s *Store) ClaimHolder(ctx context.Context, kind, value string) (string, error) {
+	return s.inner.ClaimHolder(ctx, kind, value)
+}
+
+// Locate implements eventstore.Locator.
+func (s *Store) Locate(ctx context.Context, id uuid.UUID) (string, uint64, error) {
+	return s.inner.Locate(ctx, id)
 }
 
 // ReadStream implements eventstore.StreamReader.
@@ -163,6 +240,15 @@ func tenantOf(stream string) (uuid.UUID, bool) {
 // JSON. The tenant's key is fetched only if a field needs it; sealing
 // creates it, opening never does.
 func (s *Store) transform(ctx context.Context, tenant uuid.UUID, eventType string, data []byte, sealing bool) ([]byte, error) {
+	get := s.keys.ForOpen
+	if sealing {
+		get = s.keys.ForSeal
+	}
+	return s.transformWith(ctx, tenant, eventType, data, sealing, get)
+}
+
+// transformWith is transform with the key fetched by get.
+func (s *Store) transformWith(ctx context.Context, tenant uuid.UUID, eventType string, data []byte, sealing bool, get func(context.Context, uuid.UUID) (cipher.AEAD, error)) ([]byte, error) {
 	paths := aggregate.PersonalFields(eventType)
 	if len(paths) == 0 {
 		return data, nil
@@ -177,11 +263,7 @@ func (s *Store) transform(ctx context.Context, tenant uuid.UUID, eventType strin
 	key := func() (cipher.AEAD, error) {
 		if !fetched {
 			fetched = true
-			if sealing {
-				aead, keyErr = s.keys.ForSeal(ctx, tenant)
-			} else {
-				aead, keyErr = s.keys.ForOpen(ctx, tenant)
-			}
+			aead, keyErr = get(ctx, tenant)
 		}
 		return aead, keyErr
 	}

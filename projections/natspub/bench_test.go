@@ -45,7 +45,7 @@ func backlog(tb testing.TB, tenants int, cmds []aggregate.Command) []eventstore.
 	for w := range writers {
 		wg.Go(func() {
 			for i := w; i < tenants; i += writers {
-				res, err := h.Create(ctx, aggregate.Create{Name: fmt.Sprintf("bench %d", i), Edition: "professional", Region: "us-east-1"}, "", meta(i))
+				res, err := h.Create(ctx, aggregate.Create{Name: fmt.Sprintf("bench %d", i), Edition: "professional", Region: "us-east-1"}, meta(i))
 				if err != nil {
 					errs <- err
 					return

@@ -131,7 +131,7 @@ func createTenants(t testing.TB, h *commands.Handler, prefix string, n int) []uu
 	t.Helper()
 	ids := make([]uuid.UUID, n)
 	for i := range ids {
-		res, err := h.Create(context.Background(), aggregate.Create{Name: fmt.Sprintf("%s %d", prefix, i), Edition: "professional", Region: "eu-west-1"}, "", meta(i))
+		res, err := h.Create(context.Background(), aggregate.Create{Name: fmt.Sprintf("%s %d", prefix, i), Edition: "professional", Region: "eu-west-1"}, meta(i))
 		if err != nil {
 			t.Fatalf("create: %v", err)
 		}

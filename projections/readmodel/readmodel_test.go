@@ -31,7 +31,7 @@ func populate(t *testing.T, store *memory.Store, tenants, steps int, seed uint64
 	for i := 0; i < tenants; i++ {
 		res, err := h.Create(ctx, aggregate.Create{Name: fmt.Sprintf("Tenant %d-%d", seed, i), Edition: aggregate.Editions()[r.IntN(5)],
 			Region: aggregate.Regions()[r.IntN(11)], Contacts: []aggregate.Contact{{Role: "primary", Name: "P", Email: "p@example.test"}},
-			Labels: map[string]string{"n": fmt.Sprint(i % 3)}}, "", aggregate.Metadata{Actor: "test"})
+			Labels: map[string]string{"n": fmt.Sprint(i % 3)}}, aggregate.Metadata{Actor: "test"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -103,7 +103,7 @@ func traffic(ctx context.Context, t *testing.T, h *commands.Handler, seed uint64
 	}
 	for n := 0; ctx.Err() == nil; n++ {
 		if len(ids) < 5 || r.IntN(4) == 0 {
-			res, err := h.Create(ctx, aggregate.Create{Name: fmt.Sprintf("crash %d-%d", seed, n), Edition: "professional", Region: "us-east-1"}, "", aggregate.Metadata{})
+			res, err := h.Create(ctx, aggregate.Create{Name: fmt.Sprintf("crash %d-%d", seed, n), Edition: "professional", Region: "us-east-1"}, aggregate.Metadata{})
 			if err == nil {
 				ids = append(ids, res.TenantID)
 			} else if ctx.Err() == nil {
@@ -133,7 +133,7 @@ func BenchmarkCatchUp(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			for i := w; i < tenants; i += 8 {
-				res, err := h.Create(ctx, aggregate.Create{Name: fmt.Sprintf("bench %d", i), Edition: "professional", Region: "us-east-1"}, "", aggregate.Metadata{})
+				res, err := h.Create(ctx, aggregate.Create{Name: fmt.Sprintf("bench %d", i), Edition: "professional", Region: "us-east-1"}, aggregate.Metadata{})
 				if err != nil {
 					b.Error(err)
 					return
