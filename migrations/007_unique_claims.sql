@@ -72,7 +72,26 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Idempotency-Keys are remembered by the commands' own events now (their
+-- ids are derived from the caller and the key, in the command's one
+-- transaction): the responses remembered beside them go, and with them the
+-- copies of personal data they held.
+DROP TABLE idempotency_keys;
+
 ---- create above / drop below ----
+
+CREATE TABLE idempotency_keys (
+    scope         text        NOT NULL,
+    key           text        NOT NULL,
+    request_hash  text        NOT NULL,
+    status        integer,
+    headers       jsonb,
+    body          bytea,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    expires_at    timestamptz NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX idempotency_keys_expires_idx ON idempotency_keys (expires_at);
 
 DROP FUNCTION claims_apply(text, text[], text[], boolean[]);
 DROP FUNCTION events_require_version(text, bigint);

@@ -40,6 +40,13 @@ type serviceOptions struct {
 	auth bool
 	// tracer traces the service (default: none).
 	tracer trace.TracerProvider
+	// now is the clock of commands and timers (default time.Now).
+	now func() time.Time
+	// noProjections runs the API alone: no projection, timer or NATS.
+	noProjections bool
+	// databaseURL is the service's database (default: a fresh one on the
+	// test server).
+	databaseURL string
 }
 
 // service is the whole tenancy service, started with app.Open and Run on a
@@ -63,15 +70,19 @@ func startService(t testing.TB, o serviceOptions) *service {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.databaseURL == "" {
+		o.databaseURL = pgtest.NewDatabase(t)
+	}
 	cfg := app.Config{
-		DatabaseURL:          pgtest.NewDatabase(t),
+		DatabaseURL:          o.databaseURL,
 		HTTPAddr:             "127.0.0.1:0",
 		Migrate:              true,
-		Projections:          true,
+		Projections:          !o.noProjections,
 		ExternalProvisioning: true,
 		DataDir:              t.TempDir(),
 		NATSURL:              natsserver.StartTest(t),
 		TracerProvider:       o.tracer,
+		Now:                  o.now,
 		Logger:               logger,
 		Version:              "test",
 	}
