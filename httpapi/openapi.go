@@ -274,7 +274,7 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 			params = append(params,
 				schema{"name": "If-Match", "in": "header", "schema": schema{"type": "string"}, "description": "Fail with 412 unless the tenant is at this version (an ETag)."},
 				schema{"name": "Idempotency-Key", "in": "header", "schema": schema{"type": "string", "maxLength": 255},
-					"description": "Same key and body within 24 h replays the first response; another body answers 422."})
+					"description": "Makes the command idempotent. The key is the caller's own (token subject and tenant binding) and is bound to the request (method, route, path parameters, canonical body): the same request with the same key answers the first outcome again (Idempotent-Replayed: true) and applies nothing twice; another request with the same key answers 422. A copy sent while the first is in flight waits for it. A refused command is not remembered. Keys do not expire."})
 		}
 		if r.consistent {
 			params = append(params, schema{"name": "X-Consistency-Token", "in": "header", "schema": schema{"type": "string"},
@@ -300,7 +300,9 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 			responses["422"] = problem("Idempotency-Key reused with another request.")
 		}
 		if r.consistent {
-			responses["503"] = problem("The read model did not reach the consistency token in time.")
+			responses["503"] = problem("The read model did not reach the consistency token in time, or the database cannot be reached (Retry-After).")
+		} else if r.tag != "health" {
+			responses["503"] = problem("The database cannot be reached right now (Retry-After); retry, a command with the same Idempotency-Key.")
 		}
 		if scope := r.scopeFor(); scope != "" {
 			responses["401"] = problem("No valid bearer token.")

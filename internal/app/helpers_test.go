@@ -47,6 +47,9 @@ type serviceOptions struct {
 	// databaseURL is the service's database (default: a fresh one on the
 	// test server).
 	databaseURL string
+	// logLevel is the lowest level logged (default debug); benchmarks log
+	// as production does, at info.
+	logLevel slog.Level
 }
 
 // service is the whole tenancy service, started with app.Open and Run on a
@@ -59,6 +62,7 @@ type service struct {
 	client *http.Client
 	logs   *logBuffer
 	nats   string
+	dbURL  string
 }
 
 // startService runs the service until the test ends. Provisioning is
@@ -66,7 +70,11 @@ type service struct {
 func startService(t testing.TB, o serviceOptions) *service {
 	t.Helper()
 	logs := &logBuffer{}
-	logger, err := logging.New(logs, "json", slog.LevelDebug)
+	level := slog.LevelDebug
+	if o.logLevel != 0 {
+		level = o.logLevel
+	}
+	logger, err := logging.New(logs, "json", level)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +110,7 @@ func startService(t testing.TB, o serviceOptions) *service {
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(runCtx) }()
-	s := &service{t: t, app: a, base: "http://" + a.Addr(), logs: logs, nats: cfg.NATSURL,
+	s := &service{t: t, app: a, base: "http://" + a.Addr(), logs: logs, nats: cfg.NATSURL, dbURL: cfg.DatabaseURL,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
 	t.Cleanup(func() {
 		stop()
