@@ -41,8 +41,8 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/eventstore"
-	"github.com/tenancyhq/tenancy/internal/eventcodec"
 	"github.com/tenancyhq/tenancy/internal/tracing"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 // Store is what the handler needs of the event store.
@@ -163,7 +163,7 @@ func (h *Handler) Load(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, []
 	if err != nil {
 		return nil, nil, fmt.Errorf("load tenant %s: %w", id, err)
 	}
-	envs, err := eventcodec.DecodeAll(recs)
+	envs, err := tenantlog.DecodeAll(recs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("load tenant %s: %w", id, err)
 	}
@@ -180,7 +180,7 @@ func (h *Handler) Resolve(ctx context.Context, externalID string) (uuid.UUID, er
 	if err != nil {
 		return uuid.Nil, fmt.Errorf("resolve %s: %w", externalID, err)
 	}
-	id, err := eventcodec.TenantID(stream)
+	id, err := tenantlog.TenantID(stream)
 	if err != nil {
 		return uuid.Nil, fmt.Errorf("resolve %s: %w", externalID, err)
 	}
@@ -351,7 +351,7 @@ func (h *Handler) current(ctx context.Context, id uuid.UUID) (*aggregate.Tenant,
 		}
 		n := uint64(len(recs))
 		if err == nil && (n == 0 || recs[0].Version == t.Version+1 && recs[n-1].Version == t.Version+n) {
-			envs, err := eventcodec.DecodeAll(recs)
+			envs, err := tenantlog.DecodeAll(recs)
 			if err != nil {
 				return nil, fmt.Errorf("load tenant %s: %w", id, err)
 			}
@@ -400,7 +400,7 @@ func (h *Handler) write(ctx context.Context, t *aggregate.Tenant, req Request, e
 			Metadata:      meta,
 			Data:          e,
 		}
-		d, err := eventcodec.Encode(envs[i])
+		d, err := tenantlog.Encode(envs[i])
 		if err != nil {
 			return Result{}, err
 		}
@@ -447,7 +447,7 @@ func (h *Handler) applied(ctx context.Context, req Request) (Result, bool, error
 	if err != nil {
 		return Result{}, false, fmt.Errorf("%s: read an earlier attempt: %w", req.Command.CommandName(), err)
 	}
-	envs, err := eventcodec.DecodeAll(recs)
+	envs, err := tenantlog.DecodeAll(recs)
 	if err != nil {
 		return Result{}, false, fmt.Errorf("%s: read an earlier attempt: %w", req.Command.CommandName(), err)
 	}
@@ -461,7 +461,7 @@ func (h *Handler) applied(ctx context.Context, req Request) (Result, bool, error
 	for last+1 < uint64(len(envs)) && envs[last+1].EventID == req.Identity.eventID(int(last+1-version)) {
 		last++
 	}
-	id, _ := eventcodec.TenantID(stream)
+	id, _ := tenantlog.TenantID(stream)
 	return Result{TenantID: id, Version: last, Position: recs[last].Position, Events: envs[version : last+1],
 		Tenant: aggregate.Fold(envs[:last+1]), Attempts: 1, Duplicate: true}, true, nil
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/tenancyhq/tenancy/commands"
 	"github.com/tenancyhq/tenancy/eventstore"
 	"github.com/tenancyhq/tenancy/eventstore/memory"
-	"github.com/tenancyhq/tenancy/internal/eventcodec"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 // clock is a settable test clock.
@@ -67,7 +67,7 @@ func streamState(t *testing.T, s eventstore.StreamReader, id uuid.UUID) (*aggreg
 	if err != nil {
 		t.Fatal(err)
 	}
-	envs, err := eventcodec.DecodeAll(recs)
+	envs, err := tenantlog.DecodeAll(recs)
 	if err != nil {
 		t.Fatal(err)
 	}

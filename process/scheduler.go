@@ -20,7 +20,7 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/eventstore"
-	"github.com/tenancyhq/tenancy/internal/eventcodec"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 // SchedulerName is the scheduler projection's name in projection_checkpoints.
@@ -76,11 +76,11 @@ func (Scheduler) Filter() eventstore.Filter {
 func (s Scheduler) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.RecordedEvent) error {
 	batch := &pgx.Batch{}
 	for _, r := range records {
-		env, err := eventcodec.Decode(r)
+		env, err := tenantlog.Decode(r)
 		if err != nil {
 			return fmt.Errorf("scheduler: %w", err)
 		}
-		id, err := eventcodec.TenantID(r.Stream)
+		id, err := tenantlog.TenantID(r.Stream)
 		if err != nil {
 			return fmt.Errorf("scheduler: %w", err)
 		}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/eventstore"
-	"github.com/tenancyhq/tenancy/internal/eventcodec"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 // Replayer answers the auditor's questions from the event stream itself,
@@ -79,7 +79,7 @@ func (r *Replayer) Replay(ctx context.Context, id uuid.UUID, opts ReplayOptions)
 	if err != nil {
 		return Timeline{}, fmt.Errorf("replay %s: %w", id, err)
 	}
-	envs, err := eventcodec.DecodeAll(recs)
+	envs, err := tenantlog.DecodeAll(recs)
 	if err != nil {
 		return Timeline{}, fmt.Errorf("replay %s: %w", id, err)
 	}

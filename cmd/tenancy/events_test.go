@@ -14,9 +14,9 @@ import (
 	"github.com/tenancyhq/tenancy/commands"
 	"github.com/tenancyhq/tenancy/eventstore"
 	"github.com/tenancyhq/tenancy/eventstore/memory"
-	"github.com/tenancyhq/tenancy/internal/eventcodec"
 	"github.com/tenancyhq/tenancy/internal/natsserver"
 	"github.com/tenancyhq/tenancy/projections/natspub"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 // lockedBuffer is an io.Writer the tail goroutine writes while the test reads.
@@ -163,7 +163,7 @@ func TestEventsTailPrintsALinePerEvent(t *testing.T) {
 		t.Fatalf("tail printed %d lines for %d events:\n%s", len(lines), len(evs), tl.out)
 	}
 	for i, ev := range evs {
-		env, err := eventcodec.Decode(ev)
+		env, err := tenantlog.Decode(ev)
 		if err != nil {
 			t.Fatal(err)
 		}

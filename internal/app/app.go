@@ -36,13 +36,13 @@ import (
 	"github.com/tenancyhq/tenancy/httpapi"
 	"github.com/tenancyhq/tenancy/internal/metrics"
 	"github.com/tenancyhq/tenancy/internal/natsserver"
-	"github.com/tenancyhq/tenancy/internal/shred"
 	"github.com/tenancyhq/tenancy/migrations"
 	"github.com/tenancyhq/tenancy/process"
 	"github.com/tenancyhq/tenancy/projections"
 	"github.com/tenancyhq/tenancy/projections/natspub"
 	"github.com/tenancyhq/tenancy/projections/readmodel"
 	"github.com/tenancyhq/tenancy/queries"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 // DefaultDatabaseURL is where the service keeps its data when DATABASE_URL is unset.
@@ -111,7 +111,7 @@ type App struct {
 	store    eventstore.Store
 	feed     eventstore.Store
 	rawFeed  eventstore.Store
-	keys     *shred.Keys
+	keys     *tenantlog.Keys
 	metrics  *metrics.Metrics
 	admin    *admin
 	nats     *nats.Conn
@@ -172,7 +172,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		pool.Close()
 		return nil, err
 	}
-	a.keys = shred.NewKeys(pool, master, 0)
+	a.keys = tenantlog.NewKeys(pool, master, 0)
 	a.metrics = metrics.New()
 	// The event store: Postgres (the same database) unless EVENTSTORE_URL
 	// names EventStoreDB / KurrentDB. Postgres keeps the read model,
@@ -194,9 +194,9 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		feedStore = postgres.New(pool, postgres.WithBatchSize(2000))
 	}
 	a.raw = metrics.NewStore(events, a.metrics)
-	a.store = shred.NewStore(a.raw, a.keys, a.log)
+	a.store = tenantlog.NewStore(a.raw, a.keys, a.log)
 	a.rawFeed = feedStore
-	a.feed = shred.NewStore(a.rawFeed, a.keys, a.log)
+	a.feed = tenantlog.NewStore(a.rawFeed, a.keys, a.log)
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = noop.NewTracerProvider()
 		a.cfg.TracerProvider = cfg.TracerProvider
@@ -277,12 +277,12 @@ func (a *App) openNATS(ctx context.Context) error {
 }
 
 // masterKey reads TENANCY_MASTER_KEY, or makes a development key in the data folder.
-func (a *App) masterKey() (*shred.MasterKey, error) {
+func (a *App) masterKey() (*tenantlog.MasterKey, error) {
 	if a.cfg.MasterKey != "" {
-		return shred.ParseMasterKey(a.cfg.MasterKey)
+		return tenantlog.ParseMasterKey(a.cfg.MasterKey)
 	}
 	path := filepath.Join(a.cfg.DataDir, "master.key")
-	k, created, err := shred.LoadOrCreateMasterKey(path)
+	k, created, err := tenantlog.LoadOrCreateMasterKey(path)
 	if err != nil {
 		return nil, err
 	}

@@ -20,9 +20,9 @@ import (
 	"github.com/tenancyhq/tenancy/commands"
 	"github.com/tenancyhq/tenancy/eventstore"
 	"github.com/tenancyhq/tenancy/eventstore/postgres"
-	"github.com/tenancyhq/tenancy/internal/eventcodec"
 	"github.com/tenancyhq/tenancy/projections"
 	"github.com/tenancyhq/tenancy/projections/natspub"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 // runnerOptions make the runner react fast in tests.
@@ -294,7 +294,7 @@ func checkDelivery(t testing.TB, msgs []received, want []eventstore.RecordedEven
 // checkCloudEvent checks one message against the event it carries.
 func checkCloudEvent(t testing.TB, m received, ev eventstore.RecordedEvent) {
 	t.Helper()
-	env, err := eventcodec.Decode(ev)
+	env, err := tenantlog.Decode(ev)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,8 +29,8 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/eventstore"
-	"github.com/tenancyhq/tenancy/internal/eventcodec"
 	"github.com/tenancyhq/tenancy/projections"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 // OutsideEffects tells the runner that Apply publishes to NATS and writes
@@ -280,7 +280,7 @@ type CloudEvent struct {
 // versions are upcast first. Personal data is neither redacted nor
 // decrypted here: the event's data goes out as it is.
 func Message(ev eventstore.RecordedEvent, source string) (*nats.Msg, error) {
-	tenant, err := eventcodec.TenantID(ev.Stream)
+	tenant, err := tenantlog.TenantID(ev.Stream)
 	if err != nil {
 		return nil, err
 	}
@@ -299,7 +299,7 @@ func Message(ev eventstore.RecordedEvent, source string) (*nats.Msg, error) {
 			return nil, fmt.Errorf("%s@%d: %w", ev.Stream, ev.Version, err)
 		}
 	}
-	// The envelope's fields, read the way eventcodec.Decode reads them,
+	// The envelope's fields, read the way tenantlog.Decode reads them,
 	// without decoding the data into its Go type: on the publisher's hot
 	// path that would double the CPU per event for the same bytes.
 	var meta aggregate.Metadata

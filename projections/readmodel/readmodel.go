@@ -19,7 +19,7 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/eventstore"
-	"github.com/tenancyhq/tenancy/internal/eventcodec"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 // Name is the projection's name in projection_checkpoints.
@@ -76,11 +76,11 @@ func (p *Projector) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.R
 	ids := make([]uuid.UUID, 0, len(records))
 	seen := map[uuid.UUID]bool{}
 	for i, r := range records {
-		env, err := eventcodec.Decode(r)
+		env, err := tenantlog.Decode(r)
 		if err != nil {
 			return fmt.Errorf("read model: %w", err)
 		}
-		id, err := eventcodec.TenantID(r.Stream)
+		id, err := tenantlog.TenantID(r.Stream)
 		if err != nil {
 			return fmt.Errorf("read model: %w", err)
 		}
@@ -98,7 +98,7 @@ func (p *Projector) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.R
 	events := newEventColumns(len(records))
 	var purged []uuid.UUID
 	for i, env := range envs {
-		id, _ := eventcodec.TenantID(env.Stream)
+		id, _ := tenantlog.TenantID(env.Stream)
 		row := rows[id]
 		if row == nil {
 			row = &tenantRow{t: &aggregate.Tenant{}}

@@ -1,7 +1,9 @@
-// Package eventcodec converts between the tenant aggregate's envelopes and the
-// event store's records: one place that knows how an event is laid out in
-// the store (type, schema version, JSON data, JSON metadata).
-package eventcodec
+// Package tenantlog is the tenants' event log over the event store port:
+// how a tenant's events are laid out in the store (the codec), and the
+// crypto-shredding of their personal fields (Store, Keys). Commands,
+// projections and replays see the aggregate's envelopes, in clear (or
+// redacted once a tenant is purged), and never the store's records.
+package tenantlog
 
 import (
 	"encoding/json"

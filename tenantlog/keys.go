@@ -1,14 +1,11 @@
-// Package shred implements GDPR erasure by crypto-shredding. Personal fields
-// of tenant events (those the aggregate tags `personal:"true"`) are encrypted
-// with a per-tenant data key before they reach the event store, and
-// decrypted when read. Purging a tenant destroys its key: every copy of its
-// events, backups included, then holds only ciphertext, and reads show the
-// fields as aggregate.Redacted.
-//
-// Store wraps any eventstore.Store, so commands, projections and replays
-// need no change. Keys live in Postgres (table tenant_keys), wrapped with a
-// master key.
-package shred
+package tenantlog
+
+// Crypto-shredding (GDPR erasure). Personal fields of tenant events (those
+// the aggregate tags `personal:"true"`) are encrypted with a per-tenant data
+// key before they reach the event store, and decrypted when read. Purging a
+// tenant destroys its key: every copy of its events, backups included, then
+// holds only ciphertext, and reads show the fields as aggregate.Redacted.
+// Keys live in Postgres (table tenant_keys), wrapped with a master key.
 
 import (
 	"context"

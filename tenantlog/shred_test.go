@@ -1,4 +1,4 @@
-package shred_test
+package tenantlog_test
 
 import (
 	"bytes"
@@ -13,30 +13,30 @@ import (
 	"github.com/tenancyhq/tenancy/eventstore/eventstoretest"
 	"github.com/tenancyhq/tenancy/eventstore/memory"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
-	"github.com/tenancyhq/tenancy/internal/shred"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
-func newKeys(t *testing.T) *shred.Keys {
+func newKeys(t *testing.T) *tenantlog.Keys {
 	t.Helper()
 	pool, _ := pgtest.NewMigrated(t)
-	master, err := shred.ParseMasterKey(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)))
+	master, err := tenantlog.ParseMasterKey(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return shred.NewKeys(pool, master, time.Millisecond)
+	return tenantlog.NewKeys(pool, master, time.Millisecond)
 }
 
 func TestShreddingStoreIsAFaithfulEventStore(t *testing.T) {
 	t.Parallel()
 	keys := newKeys(t)
-	eventstoretest.Run(t, func(t *testing.T) eventstore.Store { return shred.NewStore(memory.New(), keys, nil) })
+	eventstoretest.Run(t, func(t *testing.T) eventstore.Store { return tenantlog.NewStore(memory.New(), keys, nil) })
 }
 
 func TestPersonalFieldsAreSealedAndShreddedOnPurge(t *testing.T) {
 	t.Parallel()
 	keys := newKeys(t)
 	raw := memory.New()
-	store := shred.NewStore(raw, keys, nil)
+	store := tenantlog.NewStore(raw, keys, nil)
 	h := commands.NewHandler(store, commands.Options{})
 	ctx := context.Background()
 	res, err := h.Create(ctx, aggregate.Create{Name: "Secret Co", Edition: "free", Region: "eu-west-1",

@@ -1,4 +1,4 @@
-package shred
+package tenantlog
 
 import (
 	"context"
