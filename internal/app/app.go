@@ -193,7 +193,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		// transactions catch up faster (see BenchmarkCatchUp).
 		feedStore = postgres.New(pool, postgres.WithBatchSize(2000))
 	}
-	a.raw = metrics.NewStore(events, a.metrics)
+	a.raw = timeStore(events, a.metrics)
 	a.store = tenantlog.NewStore(a.raw, a.keys, a.log)
 	a.rawFeed = feedStore
 	a.feed = tenantlog.NewStore(a.rawFeed, a.keys, a.log)
@@ -220,7 +220,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	}
 	if cfg.HTTPAddr != "" {
 		a.admin = newAdmin(a)
-		a.server, err = httpapi.New(httpapi.Deps{Commands: metrics.NewCommands(a.Commands, a.metrics, a.log), Queries: a.Reader,
+		a.server, err = httpapi.New(httpapi.Deps{Commands: instrumentCommands(a.Commands, a.metrics, a.log), Queries: a.Reader,
 			Auth: cfg.Auth, Observer: a.metrics, TracerProvider: cfg.TracerProvider, Replayer: queries.NewReplayer(a.store), Admin: a.admin, Catalog: a.catalog, Health: a.health, Logger: a.log},
 			httpapi.Options{ConsistencyWait: cfg.ConsistencyWait, Version: cfg.Version})
 		if err != nil {

@@ -1,7 +1,8 @@
-// Package metrics defines the service's Prometheus metrics and the pieces
-// that record them without the measured packages knowing: decorators of the
-// command handler and the event store, scrape-time collectors of projection
-// lag and of tenants by status and edition, and an Echo middleware.
+// Package metrics defines the service's Prometheus metrics and the
+// scrape-time collectors of projection lag and of tenants by status and
+// edition. The decorators that record command and append metrics without
+// the measured packages knowing live in the composition root (internal/app),
+// which knows both sides.
 //
 // Names follow Prometheus conventions: the tenancy_ prefix, base units
 // (_seconds), _total for counters.
@@ -9,17 +10,13 @@ package metrics
 
 import (
 	"context"
-	"errors"
-	"log/slog"
 	"strconv"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tenancyhq/tenancy/aggregate"
-	"github.com/tenancyhq/tenancy/commands"
 	"github.com/tenancyhq/tenancy/eventstore"
 )
 
@@ -73,113 +70,6 @@ func New() *Metrics {
 func (m *Metrics) ObserveBatch(projection string, events int, d time.Duration) {
 	m.BatchDuration.WithLabelValues(projection).Observe(d.Seconds())
 	m.BatchEvents.WithLabelValues(projection).Add(float64(events))
-}
-
-// ---- command handler ----
-
-// CommandHandler is the command handler's surface the API uses.
-type CommandHandler interface {
-	Execute(ctx context.Context, req commands.Request) (commands.Result, error)
-	Resolve(ctx context.Context, externalID string) (uuid.UUID, error)
-	Load(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, []aggregate.Envelope, error)
-}
-
-// Commands counts command outcomes and latency around a handler.
-type Commands struct {
-	inner CommandHandler
-	m     *Metrics
-	log   *slog.Logger
-}
-
-// NewCommands wraps a handler. Each outcome is also logged (one line per command).
-func NewCommands(inner CommandHandler, m *Metrics, logger *slog.Logger) *Commands {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	return &Commands{inner: inner, m: m, log: logger}
-}
-
-// Execute implements CommandHandler.
-func (c *Commands) Execute(ctx context.Context, req commands.Request) (commands.Result, error) {
-	start := time.Now()
-	res, err := c.inner.Execute(ctx, req)
-	tenant := res.TenantID
-	if tenant == uuid.Nil {
-		tenant = req.TenantID // refused: the tenant the request named, if it named one
-	}
-	c.observe(ctx, req.Command.CommandName(), tenant, res, err, time.Since(start))
-	return res, err
-}
-
-// Resolve implements CommandHandler.
-func (c *Commands) Resolve(ctx context.Context, externalID string) (uuid.UUID, error) {
-	return c.inner.Resolve(ctx, externalID)
-}
-
-// Load implements CommandHandler.
-func (c *Commands) Load(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, []aggregate.Envelope, error) {
-	return c.inner.Load(ctx, id)
-}
-
-// observe counts, times and logs a command. tenant is the one the command
-// was for: a refused command's Result is empty, and its log line must still
-// say which tenant it concerned.
-func (c *Commands) observe(ctx context.Context, name aggregate.CommandName, tenant uuid.UUID, res commands.Result, err error, d time.Duration) {
-	outcome := "accepted"
-	switch {
-	case err == nil && res.Duplicate:
-		outcome = "replayed" // an idempotent retry, answered with its first outcome
-	case err == nil && res.Attempts > 1:
-		outcome = "retried"
-	case err == nil:
-	case errors.Is(err, commands.ErrVersionMismatch), errors.Is(err, commands.ErrTooManyConflicts):
-		outcome = "conflict"
-	default:
-		if _, ok := aggregate.AsError(err); ok {
-			outcome = "refused"
-		} else {
-			outcome = "error"
-		}
-	}
-	c.m.Commands.WithLabelValues(string(name), outcome).Inc()
-	c.m.CommandDuration.WithLabelValues(string(name)).Observe(d.Seconds())
-	attrs := []any{"command", name, "outcome", outcome, "tenant", tenant, "version", res.Version, "events", len(res.Events), "duration", d}
-	if err != nil {
-		attrs = append(attrs, "err", err)
-	}
-	c.log.InfoContext(ctx, "command", attrs...)
-}
-
-// ---- event store ----
-
-// Store times appends around an event store.
-type Store struct {
-	eventstore.Store
-	m *Metrics
-}
-
-// NewStore wraps an event store.
-func NewStore(inner eventstore.Store, m *Metrics) *Store { return &Store{Store: inner, m: m} }
-
-// Append implements eventstore.Appender.
-func (s *Store) Append(ctx context.Context, stream string, exp eventstore.ExpectedVersion, evs []eventstore.EventData) (eventstore.AppendResult, error) {
-	start := time.Now()
-	res, err := s.Store.Append(ctx, stream, exp, evs)
-	s.m.AppendDuration.Observe(time.Since(start).Seconds())
-	return res, err
-}
-
-// Commit implements eventstore.Committer, timed like Append.
-func (s *Store) Commit(ctx context.Context, w eventstore.Write) (eventstore.AppendResult, error) {
-	start := time.Now()
-	res, err := s.Store.Commit(ctx, w)
-	s.m.AppendDuration.Observe(time.Since(start).Seconds())
-	return res, err
-}
-
-// CountAfter passes through to the inner store (eventstore.CountAfter).
-func (s *Store) CountAfter(ctx context.Context, after eventstore.Position, f eventstore.Filter) (int64, error) {
-	return eventstore.CountAfter(ctx, s.Store, after, f)
 }
 
 // ---- scrape-time collectors ----
