@@ -393,13 +393,13 @@ func (a *App) masterKey(ctx context.Context) (*shred.MasterKey, error) {
 		if !errors.Is(err, shred.ErrWrongMasterKey) {
 			return nil, err
 		}
-		where := "TENANCY_MASTER_KEY"
+		where, hint := "TENANCY_MASTER_KEY", "set TENANCY_MASTER_KEY to it (or unset it, if they were sealed with the development key in "+path+")"
 		if a.cfg.MasterKey == "" {
-			where = "the development key " + path + " (TENANCY_MASTER_KEY is unset)"
+			where, hint = "the development key "+path+" (TENANCY_MASTER_KEY is unset)", "put it in "+path+", or set TENANCY_MASTER_KEY to it"
 		}
-		return nil, fmt.Errorf("wrong master key: %s does not unwrap the %d tenant keys sealed since %s in database %s; "+
-			"start with the master key that sealed them: set TENANCY_MASTER_KEY to it, or restore the %s it was kept in (and unset TENANCY_MASTER_KEY): %w",
-			where, sealed.Keys, sealed.Since.UTC().Format(time.RFC3339), db, path, err)
+		a.log.Debug("master key check", "err", err)
+		return nil, fmt.Errorf("wrong master key: %s does not unwrap the %d tenant keys sealed since %s in database %s; start with the master key that sealed them: %s: %w",
+			where, sealed.Keys, sealed.Since.UTC().Format(time.RFC3339), db, hint, shred.ErrWrongMasterKey)
 	}
 	return k, nil
 }
