@@ -351,8 +351,18 @@ func (a *App) startEmbeddedNATS(ctx context.Context) error {
 		return err
 	}
 	a.embedded = srv
+	// Local tools (tenancy events tail) find it here, wherever it listens.
+	if err := os.MkdirAll(a.cfg.DataDir, 0o700); err != nil {
+		a.log.Warn("could not note the embedded NATS server's URL", "err", err)
+	} else if err := os.WriteFile(filepath.Join(a.cfg.DataDir, NATSURLFile), []byte(srv.ClientURL()+"\n"), 0o644); err != nil {
+		a.log.Warn("could not note the embedded NATS server's URL", "err", err)
+	}
 	return nil
 }
+
+// NATSURLFile, in the data folder, holds the URL of the embedded NATS server
+// the service last started there.
+const NATSURLFile = "nats.url"
 
 // masterKey reads TENANCY_MASTER_KEY, or the development key in the data
 // folder, and checks that it unwraps the tenant keys already sealed. It
