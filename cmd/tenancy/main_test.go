@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +19,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tenancyhq/tenancy/internal/auth"
 	"github.com/tenancyhq/tenancy/internal/natsserver"
@@ -161,6 +166,60 @@ func TestServeRefusesAMasterKeyThatDoesNotFitTheSealedData(t *testing.T) {
 			}
 			if _, err := os.Stat(filepath.Join(dir, "master.key")); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("a master key was written: %v", err)
+			}
+		})
+	}
+}
+
+// TestServeOnATakenPortCreatesNothing: serve on a taken API port (or a
+// taken embedded NATS port) says so and exits before it creates the
+// database or writes a secret, token or key.
+func TestServeOnATakenPortCreatesNothing(t *testing.T) {
+	t.Parallel()
+	bin := filepath.Join(tenancyBinary(t), "tenancy")
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	u, err := url.Parse(pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"API", []string{"HTTP_ADDR=" + taken.Addr().String()}, "set HTTP_ADDR"},
+		{"embedded NATS", []string{"HTTP_ADDR=127.0.0.1:0", "NATS_LISTEN=" + taken.Addr().String()}, "set NATS_URL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := *u
+			db.Path = "/tenancy_never_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
+			dir := t.TempDir()
+			cmd := exec.Command(bin, "serve", "--data-dir", dir)
+			cmd.Env = environ(append(tc.env, "DATABASE_URL="+db.String())...)
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), taken.Addr().String()) || !strings.Contains(string(out), tc.want) {
+				t.Fatalf("serve on a taken port: %v\n%s", err, out)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+				t.Errorf("the data folder holds %v", entries)
+			}
+			conn, err := pgx.Connect(context.Background(), u.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(context.Background())
+			var exists bool
+			name := strings.TrimPrefix(db.Path, "/")
+			if err := conn.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+				t.Fatal(err)
+			}
+			if exists {
+				t.Errorf("database %s was created", name)
+				_, _ = conn.Exec(context.Background(), "DROP DATABASE "+pgx.Identifier{name}.Sanitize())
 			}
 		})
 	}
