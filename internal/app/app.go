@@ -452,8 +452,17 @@ func (a *App) Run(ctx context.Context) error {
 		a.admin.ctx = ctx // jobs end with the service
 	}
 	if a.listener != nil {
+		// The API sets each request's read and write deadlines itself
+		// (httpapi.Options.BodyTimeout, RequestTimeout); WriteTimeout makes
+		// the server reset the write deadline for each request on a kept-alive
+		// connection, whatever route it is for.
+		requestTimeout := a.cfg.HTTPRequestTimeout
+		if requestTimeout <= 0 {
+			requestTimeout = time.Minute
+		}
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+			WriteTimeout: requestTimeout + 10*time.Second,
+			ErrorLog:     slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 		g.Go(func() error {
 			if err := srv.Serve(a.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("http: %w", err)
