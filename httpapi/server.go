@@ -212,7 +212,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetWriteDeadline(end.Add(5 * time.Second))
 	ctx, cancel := context.WithDeadline(r.Context(), end)
 	defer cancel()
-	s.echo.ServeHTTP(w, r.WithContext(context.WithValue(ctx, requestEndKey, end)))
+	s.echo.ServeHTTP(w, r.WithContext(context.WithValue(ctx, deadlinesKey, requestDeadlines{rc: rc, end: end})))
+}
+
+// requestDeadlines are a request's connection and its deadline, for
+// strictBody to move the read deadline once the body is in.
+type requestDeadlines struct {
+	rc  *http.ResponseController
+	end time.Time
 }
 
 // strictBody reads a request's body (within its deadline and the 1 MiB
@@ -234,8 +241,8 @@ func (s *Server) strictBody(next echo.HandlerFunc) echo.HandlerFunc {
 			return echo.NewHTTPError(http.StatusRequestEntityTooLarge)
 		}
 		// The body is in: from now on only the request's deadline counts.
-		if end, ok := req.Context().Value(requestEndKey).(time.Time); ok {
-			_ = http.NewResponseController(c.Response().Writer).SetReadDeadline(end)
+		if d, ok := req.Context().Value(deadlinesKey).(requestDeadlines); ok {
+			_ = d.rc.SetReadDeadline(d.end)
 		}
 		if p := checkJSON(body); p != nil {
 			return p
@@ -316,8 +323,8 @@ type ctxKey int
 
 const (
 	correlationKey ctxKey = iota
-	// requestEndKey holds the request's deadline (a time.Time).
-	requestEndKey
+	// deadlinesKey holds the request's requestDeadlines.
+	deadlinesKey
 )
 
 // correlation takes the correlation id from X-Correlation-ID or X-Request-ID
