@@ -19,5 +19,8 @@ ENV DATA_DIR=/data
 EXPOSE 8000
 ENV HTTP_ADDR=:8000
 ENTRYPOINT ["/usr/local/bin/tenancy"]
+# No shell or curl here: the binary checks /health/ready on the address
+# HTTP_ADDR names (so the check follows it). An admin token without a shell:
+#   docker exec <container> tenancy token --scope tenancy:admin
 HEALTHCHECK --interval=10s --timeout=3s CMD ["/usr/local/bin/tenancy", "healthcheck"]
 CMD ["serve"]

@@ -278,10 +278,10 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 		}
 		if r.consistent {
 			params = append(params, schema{"name": "X-Consistency-Token", "in": "header", "schema": schema{"type": "string"},
-				"description": "Wait (up to 2 s) until the read model has reached this token from a command's response; 503 otherwise."})
+				"description": "Wait (up to 2 s) until the read model has reached this token from a command's response; 503 otherwise. A token beyond the last event the store holds answers 400 at once."})
 		}
 		responses := schema{
-			"400": problem("The request breaks a rule; field and rule say which."),
+			"400": problem("The request breaks a rule; field and rule say which (a JSON body must be valid UTF-8 and name each member once)."),
 			"404": problem("No such tenant."),
 			"500": problem("Internal error."),
 		}
@@ -303,6 +303,9 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 			responses["503"] = problem("The read model did not reach the consistency token in time, or the database cannot be reached (Retry-After).")
 		} else if r.tag != "health" {
 			responses["503"] = problem("The database cannot be reached right now (Retry-After); retry, a command with the same Idempotency-Key.")
+		}
+		if r.method != http.MethodGet {
+			responses["408"] = problem("The request body did not arrive within the body deadline (HTTP_BODY_TIMEOUT, default 30 s).")
 		}
 		if scope := r.scopeFor(); scope != "" {
 			responses["401"] = problem("No valid bearer token.")

@@ -70,6 +70,7 @@ const (
 	typePrecondition = "precondition-failed"
 	typeConcurrency  = "concurrent-modification"
 	typeTooLarge     = "payload-too-large"
+	typeBodyTimeout  = "request-body-timeout"
 	typeMediaType    = "unsupported-media-type"
 	typeMethod       = "method-not-allowed"
 	typeIdemMismatch = "idempotency-key-reused"

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -122,16 +125,13 @@ const maxBody = 1 << 20
 // decodeBody decodes the request's JSON body into v, strictly: unknown
 // fields, trailing data and wrong types are refused with the field named. An
 // empty body decodes as {} (every command body is optional or validated by
-// the command).
+// the command). Invalid UTF-8, duplicate member names and NUL characters
+// were refused before (strictBody, which every route with a body passes).
 func decodeBody(c echo.Context, v any) error {
 	req := c.Request()
 	body, err := io.ReadAll(io.LimitReader(req.Body, maxBody+1))
 	if err != nil {
-		var mbe *echo.HTTPError
-		if errors.As(err, &mbe) {
-			return mbe
-		}
-		return newProblem(400, typeMalformed, "Unreadable body", "The request body could not be read.")
+		return bodyReadProblem(err)
 	}
 	if len(body) > maxBody {
 		return echo.NewHTTPError(413)
@@ -150,24 +150,51 @@ func decodeBody(c echo.Context, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return invalidField("body", "single_value", "The body must hold exactly one JSON object.")
 	}
-	if bytes.Contains(body, []byte(`\u0000`)) {
-		if field, ok := nulField(body); ok {
-			return invalidField(field, "no_nul_characters", field+" must not contain NUL characters (U+0000).")
-		}
-	}
 	return nil
 }
 
-// nulField finds the first string (member name or value) of a JSON document
-// that holds a NUL character, which no field may: PostgreSQL text and jsonb
-// cannot store it, so it would fail as an internal error far from here. It
-// names the field as validation errors do ("contacts[0].name").
-func nulField(body []byte) (string, bool) {
+// bodyReadProblem is the answer to a body that could not be read: Echo's
+// own error (the body limit: 413), 408 when the client was too slow to send
+// it (the body deadline, Options.BodyTimeout), else 400.
+func bodyReadProblem(err error) error {
+	var mbe *echo.HTTPError
+	if errors.As(err, &mbe) {
+		return mbe
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return newProblem(http.StatusRequestTimeout, typeBodyTimeout, "Request body too slow",
+			"The request body did not arrive in time; send it at once, then retry.")
+	}
+	return newProblem(400, typeMalformed, "Unreadable body", "The request body could not be read.")
+}
+
+// checkJSON refuses what encoding/json would accept silently but store
+// wrongly: invalid UTF-8 (decoded as U+FFFD, also from a lone surrogate
+// escape such as "\udc00"), a member name given twice in one object (the
+// last would win) and NUL characters (PostgreSQL text and jsonb cannot
+// store them, so they would fail as an internal error far from here). It
+// names the field as validation errors do ("contacts[0].name"). A body that
+// is not valid JSON passes: the decoder names its syntax error.
+func checkJSON(body []byte) *Problem {
+	// bad is the offset of the first byte that is not UTF-8 (-1: none).
+	bad := -1
+	if !utf8.Valid(body) {
+		for i := 0; i < len(body); {
+			r, n := utf8.DecodeRune(body[i:])
+			if r == utf8.RuneError && n <= 1 {
+				bad = i
+				break
+			}
+			i += n
+		}
+	}
+	hasNUL := bytes.Contains(body, []byte(`\u0000`))
 	dec := json.NewDecoder(bytes.NewReader(body))
 	type level struct {
 		object bool
 		key    string
 		index  int
+		seen   map[string]struct{}
 	}
 	var stack []level
 	path := func() string {
@@ -177,7 +204,7 @@ func nulField(body []byte) (string, bool) {
 				if b.Len() > 0 {
 					b.WriteByte('.')
 				}
-				b.WriteString(l.key)
+				b.WriteString(strings.ReplaceAll(strings.ReplaceAll(l.key, "\x00", ""), "\uFFFD", "?"))
 			} else {
 				fmt.Fprintf(&b, "[%d]", l.index)
 			}
@@ -187,23 +214,23 @@ func nulField(body []byte) (string, bool) {
 		}
 		return b.String()
 	}
-	// expectKey: the next string in an object is a member name.
+	// endValue ends an element: the next token of an object is a name, of
+	// an array the next index.
 	expectKey := false
+	endValue := func() {
+		if n := len(stack); n > 0 {
+			if stack[n-1].object {
+				expectKey = true
+			} else {
+				stack[n-1].index++
+			}
+		}
+	}
 	for {
+		start := dec.InputOffset()
 		tok, err := dec.Token()
 		if err != nil {
-			return "", false
-		}
-		// A value ends an element: the next token of an object is a name,
-		// of an array the next index.
-		endValue := func() {
-			if n := len(stack); n > 0 {
-				if stack[n-1].object {
-					expectKey = true
-				} else {
-					stack[n-1].index++
-				}
-			}
+			return nil
 		}
 		switch v := tok.(type) {
 		case json.Delim:
@@ -218,21 +245,43 @@ func nulField(body []byte) (string, bool) {
 				stack = stack[:len(stack)-1]
 				endValue()
 			}
+			continue
 		case string:
-			if expectKey {
-				stack[len(stack)-1].key = strings.ReplaceAll(v, "\x00", "")
+			raw := body[start:dec.InputOffset()]
+			isKey := expectKey
+			if isKey {
+				top := &stack[len(stack)-1]
+				top.key = v
 				expectKey = false
-				if strings.ContainsRune(v, 0) {
-					return path(), true
+				if top.seen == nil {
+					top.seen = map[string]struct{}{}
 				}
-				continue
+				if _, dup := top.seen[v]; dup {
+					f := path()
+					return invalidField(f, "duplicate_key", f+" is given more than once; send each member once.")
+				}
+				top.seen[v] = struct{}{}
 			}
-			if strings.ContainsRune(v, 0) {
-				return path(), true
+			if (bad >= 0 && int(start) <= bad && bad < int(start)+len(raw)) || (strings.ContainsRune(v, utf8.RuneError) && !literalReplacement(raw)) {
+				f := path()
+				return invalidField(f, "utf8", f+" is not valid UTF-8 (send text as UTF-8, surrogates in pairs).")
 			}
-			endValue()
+			if hasNUL && strings.ContainsRune(v, 0) {
+				f := path()
+				return invalidField(f, "no_nul_characters", f+" must not contain NUL characters (U+0000).")
+			}
+			if !isKey {
+				endValue()
+			}
 		default:
 			endValue()
 		}
 	}
+}
+
+// literalReplacement reports whether a raw JSON string holds U+FFFD itself
+// (as UTF-8 or as an escape): then a U+FFFD in its decoded value is the
+// client's, not the decoder's replacement of something invalid.
+func literalReplacement(raw []byte) bool {
+	return bytes.Contains(raw, []byte("\uFFFD")) || bytes.Contains(bytes.ToLower(raw), []byte(`\ufffd`))
 }

@@ -5,9 +5,11 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -65,9 +67,13 @@ type Deps struct {
 	Replayer Replayer
 	// Admin runs projection operations (optional; without it the admin routes answer 503).
 	Admin Admin
+	// Head is the event store's head (optional; without it a consistency
+	// token from the future waits its ConsistencyWait, then answers 503).
+	Head FeedHead
 }
 
-// Observer records request metrics.
+// Observer records request metrics. The method it is given is MethodLabel's:
+// a bounded set of label values.
 type Observer interface {
 	ObserveRequest(route, method string, status int, took time.Duration)
 	IdempotencyReplay()
@@ -80,6 +86,20 @@ type Options struct {
 	ConsistencyWait time.Duration
 	// Version is reported by /health.
 	Version string
+	// BodyTimeout bounds how long a client may take to send a request's
+	// body once its headers are in (default 30 s): a body that dribbles in
+	// slower is cut with 408, whoever sends it.
+	BodyTimeout time.Duration
+	// RequestTimeout bounds one request from its headers to its answer
+	// (default 60 s): past it the request's work is cancelled (503), and
+	// the connection is closed if even that answer cannot be written.
+	RequestTimeout time.Duration
+}
+
+// FeedHead is the event store's head: a consistency token beyond it was
+// never handed out, so it is refused at once instead of waited for.
+type FeedHead interface {
+	Head(ctx context.Context) (eventstore.Position, error)
 }
 
 // Server is the HTTP API. It implements http.Handler.
@@ -109,6 +129,12 @@ func New(deps Deps, opts Options) (*Server, error) {
 	}
 	if opts.ConsistencyWait <= 0 {
 		opts.ConsistencyWait = 2 * time.Second
+	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = 30 * time.Second
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 60 * time.Second
 	}
 	if deps.TracerProvider == nil {
 		deps.TracerProvider = noop.NewTracerProvider()
@@ -143,6 +169,9 @@ func New(deps Deps, opts Options) (*Server, error) {
 		if r.command || r.tag == "admin" && r.method != http.MethodGet {
 			mws = append(mws, s.auditing(r))
 		}
+		if r.method != http.MethodGet {
+			mws = append(mws, s.strictBody)
+		}
 		if r.idempotent() {
 			mws = append(mws, s.idempotency)
 		}
@@ -156,8 +185,66 @@ func New(deps Deps, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. Every request gets its deadlines
+// here, before any of it is read: the body must be in within BodyTimeout
+// (strictBody reads it, then moves the deadline to the request's), the
+// whole request within RequestTimeout. A request without a body gets the
+// request's deadline at once: once a body is read, the server's background
+// read of the connection would cancel the request at the read deadline.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	end := now.Add(s.opts.RequestTimeout)
+	rc := http.NewResponseController(w)
+	readBy := end
+	if r.ContentLength != 0 { // -1: chunked, length unknown
+		readBy = now.Add(min(s.opts.BodyTimeout, s.opts.RequestTimeout))
+	}
+	// Not every ResponseWriter has deadlines (httptest's recorder has none).
+	_ = rc.SetReadDeadline(readBy)
+	// The handler's context ends at end; the connection's write deadline a
+	// little later, so the 503 that says so can still be written.
+	_ = rc.SetWriteDeadline(end.Add(5 * time.Second))
+	ctx, cancel := context.WithDeadline(r.Context(), end)
+	defer cancel()
+	s.echo.ServeHTTP(w, r.WithContext(context.WithValue(ctx, deadlinesKey, requestDeadlines{rc: rc, end: end})))
+}
+
+// requestDeadlines are a request's connection and its deadline, for
+// strictBody to move the read deadline once the body is in.
+type requestDeadlines struct {
+	rc  *http.ResponseController
+	end time.Time
+}
+
+// strictBody reads a request's body (within its deadline and the 1 MiB
+// limit), refuses invalid UTF-8, duplicate member names and NUL characters
+// with the field named (checkJSON), and hands the body on for validation
+// and decoding. Reading it here, before any other reader, is what makes a
+// slow body a 408 rather than a schema error.
+func (s *Server) strictBody(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		if req.Body == nil || req.Body == http.NoBody {
+			return next(c)
+		}
+		body, err := io.ReadAll(io.LimitReader(req.Body, maxBody+1))
+		if err != nil {
+			return bodyReadProblem(err)
+		}
+		if len(body) > maxBody {
+			return echo.NewHTTPError(http.StatusRequestEntityTooLarge)
+		}
+		// The body is in: from now on only the request's deadline counts.
+		if d, ok := req.Context().Value(deadlinesKey).(requestDeadlines); ok {
+			_ = d.rc.SetReadDeadline(d.end)
+		}
+		if p := checkJSON(body); p != nil {
+			return p
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		return next(c)
+	}
+}
 
 // Routes lists every method and path the server answers, in OpenAPI form
 // ("/api/v1/tenants/{id}"), for documentation and tests.
@@ -212,11 +299,27 @@ func (compactJSON) Serialize(c echo.Context, i any, indent string) error {
 
 func (compactJSON) Deserialize(c echo.Context, i any) error { return decodeBody(c, i) }
 
+// MethodLabel is a request method as metrics and traces name it: one of the
+// methods HTTP defines, or "other", so that no client can add label values
+// by making methods up.
+func MethodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
+}
+
 // ---- correlation ids and access logs ----
 
 type ctxKey int
 
-const correlationKey ctxKey = iota
+const (
+	correlationKey ctxKey = iota
+	// deadlinesKey holds the request's requestDeadlines.
+	deadlinesKey
+)
 
 // correlation takes the correlation id from X-Correlation-ID or X-Request-ID
 // (or makes one), returns it on the response and carries it in the context.
@@ -255,7 +358,7 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		took := time.Since(start)
 		if s.deps.Observer != nil {
-			s.deps.Observer.ObserveRequest(route, c.Request().Method, c.Response().Status, took)
+			s.deps.Observer.ObserveRequest(route, MethodLabel(c.Request().Method), c.Response().Status, took)
 		}
 		s.logger.LogAttrs(c.Request().Context(), slog.LevelInfo, "request",
 			slog.String("method", c.Request().Method),
@@ -286,8 +389,8 @@ func (s *Server) traceRequest(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
 		ctx := tracing.WithTraceParent(req.Context(), req.Header.Get("traceparent"))
-		ctx, span := s.tracer.Start(ctx, req.Method+" "+c.Path(), trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("http.request.method", req.Method), attribute.String("http.route", c.Path()),
+		ctx, span := s.tracer.Start(ctx, MethodLabel(req.Method)+" "+c.Path(), trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.request.method", MethodLabel(req.Method)), attribute.String("http.route", c.Path()),
 				attribute.String("tenancy.correlation_id", correlationID(c))))
 		defer span.End()
 		c.SetRequest(req.WithContext(ctx))

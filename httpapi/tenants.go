@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -80,7 +81,21 @@ func (s *Server) waitConsistent(c echo.Context) error {
 	if err != nil {
 		return invalidField(field, "consistency_token", "The consistency token must be one this API returned in X-Consistency-Token.")
 	}
-	return s.deps.Queries.WaitFor(c.Request().Context(), pos, s.opts.ConsistencyWait)
+	ctx := c.Request().Context()
+	if s.deps.Head == nil {
+		return s.deps.Queries.WaitFor(ctx, pos, s.opts.ConsistencyWait)
+	}
+	if err := s.deps.Queries.WaitFor(ctx, pos, 0); !errors.Is(err, queries.ErrNotCaughtUp) {
+		return err // there already (nil), or the check failed
+	}
+	// Not there yet: a token beyond the store's head was never handed out,
+	// and waiting for it would only end in a 503.
+	head, herr := s.deps.Head.Head(ctx)
+	if herr == nil && pos.Compare(head) > 0 {
+		return invalidField(field, "consistency_token_ahead",
+			"The consistency token is beyond the last event the store holds; send one this API returned in X-Consistency-Token.")
+	}
+	return s.deps.Queries.WaitFor(ctx, pos, s.opts.ConsistencyWait)
 }
 
 // respond sends a command's result: the new state, its ETag and the

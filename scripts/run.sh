@@ -4,7 +4,11 @@
 # - PostgreSQL: uses DATABASE_URL if set; else the server on 127.0.0.1:5432 if
 #   one answers; else, if PostgreSQL's programs are installed, a private
 #   cluster under ./data/postgres on port 5433 (started here, kept between runs).
-# - NATS: uses NATS_URL if set; else a server on 127.0.0.1:4222 if one answers.
+# - NATS: uses NATS_URL if set. Else serve starts its embedded NATS, on
+#   NATS_LISTEN if set, else on 127.0.0.1:4222 when that is free, else on the
+#   first free port from 4223: a server already on 4222 is someone else's
+#   (set NATS_URL to use it). serve notes the address in data/nats.url,
+#   where tenancy events tail finds it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,11 +41,27 @@ if [ -z "${DATABASE_URL:-}" ]; then
   fi
 fi
 
-if [ -z "${NATS_URL:-}" ] && answers 127.0.0.1 4222; then
-  export NATS_URL="nats://127.0.0.1:4222"
+if [ -n "${NATS_URL:-}" ]; then
+  echo "make run: NATS: $NATS_URL (NATS_URL)"
+else
+  if [ -z "${NATS_LISTEN:-}" ]; then
+    port=4222
+    while answers 127.0.0.1 "$port"; do port=$((port + 1)); done
+    export NATS_LISTEN="127.0.0.1:$port"
+    if [ "$port" != 4222 ]; then
+      echo "make run: 127.0.0.1:4222 is taken (another NATS?): the embedded NATS listens on $NATS_LISTEN instead"
+      echo "          (set NATS_URL=nats://127.0.0.1:4222 to publish to that server)"
+    fi
+  fi
+  echo "make run: NATS: embedded, on $NATS_LISTEN (tenancy events tail finds it through data/nats.url)"
 fi
 
 mkdir -p bin
+if [ -x bin/tenancy ]; then
+  echo "make run: building bin/tenancy"
+else
+  echo "make run: building bin/tenancy (the first build downloads modules: about a minute)"
+fi
 go build -o bin/tenancy ./cmd/tenancy
 echo "make run: DATABASE_URL=${DATABASE_URL%%\?*}"
 exec bin/tenancy serve --log-format "${LOG_FORMAT:-text}" "$@"

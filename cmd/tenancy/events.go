@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -16,12 +18,30 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/projections/natspub"
 )
 
 // defaultNATSURL is where tenancy events tail looks for NATS without
-// --nats-url or NATS_URL: the embedded server's default address.
+// --nats-url, NATS_URL or a DATA_DIR/nats.url: the embedded server's default
+// address.
 const defaultNATSURL = "nats://127.0.0.1:4222"
+
+// tailNATSURL is the NATS server tail reads from: --nats-url or NATS_URL;
+// else the embedded server serve last started with this data folder (it
+// writes its URL to DATA_DIR/nats.url; make run may have moved it off a
+// taken 4222); else defaultNATSURL.
+func tailNATSURL(flag, dataDir string) string {
+	if flag != "" {
+		return flag
+	}
+	if b, err := os.ReadFile(filepath.Join(dataDir, app.NATSURLFile)); err == nil {
+		if u := strings.TrimSpace(string(b)); u != "" {
+			return u
+		}
+	}
+	return defaultNATSURL
+}
 
 // lineTime is the time format of tail's lines: fixed width, milliseconds.
 const lineTime = "2006-01-02T15:04:05.000Z07:00"
@@ -68,6 +88,7 @@ It stops on Ctrl-C or SIGTERM.`,
 			if err != nil {
 				return err
 			}
+			t.natsURL = tailNATSURL(t.natsURL, o.dataDir)
 			return tailEvents(cmd.Context(), t, cmd.OutOrStdout(), log)
 		},
 	}
@@ -76,7 +97,7 @@ It stops on Ctrl-C or SIGTERM.`,
 	f.StringVar(&t.tenant, "tenant", "", "only events of this tenant (its id)")
 	f.StringVar(&t.durable, "durable", "", "durable consumer name: the server remembers the position, a rerun resumes there")
 	f.BoolVar(&t.json, "json", false, "print each event's CloudEvent JSON, one per line")
-	f.StringVar(&t.natsURL, "nats-url", env("NATS_URL", defaultNATSURL), "NATS server [$NATS_URL]")
+	f.StringVar(&t.natsURL, "nats-url", env("NATS_URL", ""), "NATS server [$NATS_URL] (default: the embedded server serve started, from DATA_DIR/nats.url, else "+defaultNATSURL+")")
 	f.BoolVar(&t.fromStart, "from-start", false, "start with the first stored event instead of new ones (a durable that exists resumes where it was)")
 	events.AddCommand(tail)
 	return events

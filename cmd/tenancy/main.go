@@ -7,6 +7,9 @@
 //	tenancy replay    a tenant's history from its event stream
 //	tenancy verify    compare the read model with a fresh fold of the events
 //	tenancy projections list|status|reset|skip-failure|retry-failures|rebuild
+//	tenancy token     mint a bearer token
+//	tenancy events    follow the events published on NATS
+//	tenancy healthcheck  exit 0 when the service is ready (container health checks)
 //
 // Configuration comes from flags, each with an environment variable as its
 // default (DATABASE_URL, EVENTSTORE_URL, NATS_URL, HTTP_ADDR, …).
@@ -18,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -29,6 +33,7 @@ import (
 	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/auth"
 	"github.com/tenancyhq/tenancy/internal/logging"
+	"github.com/tenancyhq/tenancy/internal/natsserver"
 	"github.com/tenancyhq/tenancy/internal/tracing"
 	"github.com/tenancyhq/tenancy/migrations"
 	"github.com/tenancyhq/tenancy/projections"
@@ -68,10 +73,21 @@ type options struct {
 	natsListen    string
 	natsStoreDir  string
 	natsWindow    time.Duration
+	bodyTimeout   time.Duration
+	reqTimeout    time.Duration
 }
 
 func env(name, def string) string {
 	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+// envDuration is the duration in the environment variable name, or def when
+// it is unset or not a duration.
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(env(name, "")); err == nil {
 		return v
 	}
 	return def
@@ -111,6 +127,10 @@ those in flight, lets projections commit their batch, and exits 0.`,
 		},
 	}
 	serve.Flags().StringVar(&o.httpAddr, "http-addr", env("HTTP_ADDR", ":8000"), "address the API listens on [$HTTP_ADDR]")
+	serve.Flags().DurationVar(&o.bodyTimeout, "http-body-timeout", envDuration("HTTP_BODY_TIMEOUT", 30*time.Second),
+		"how long a client may take to send a request body once its headers are in; a slower body is cut with 408 [$HTTP_BODY_TIMEOUT]")
+	serve.Flags().DurationVar(&o.reqTimeout, "http-request-timeout", envDuration("HTTP_REQUEST_TIMEOUT", 60*time.Second),
+		"how long one request may take, headers to answer; past it its work is cancelled with 503 [$HTTP_REQUEST_TIMEOUT]")
 	serve.Flags().BoolVar(&o.noProjections, "no-projections", false, "do not run projections here (run tenancy project elsewhere)")
 	serve.Flags().BoolVar(&o.noAuth, "insecure-no-auth", false, "DEVELOPMENT ONLY: serve the API without authentication")
 	addRunFlags(serve, o)
@@ -170,11 +190,7 @@ func addRunFlags(cmd *cobra.Command, o *options) {
 	cmd.Flags().StringVar(&o.natsURL, "nats-url", env("NATS_URL", ""), "NATS server to publish events to; empty: start an embedded one on --nats-listen [$NATS_URL]")
 	cmd.Flags().StringVar(&o.natsListen, "nats-listen", env("NATS_LISTEN", "127.0.0.1:4222"), "where the embedded NATS server listens when NATS_URL is empty [$NATS_LISTEN]")
 	cmd.Flags().StringVar(&o.natsStoreDir, "nats-store-dir", env("NATS_STORE_DIR", ""), "the embedded NATS server's JetStream store (default DATA_DIR/nats) [$NATS_STORE_DIR]")
-	window := time.Hour
-	if v, err := time.ParseDuration(env("NATS_DUPLICATE_WINDOW", "1h")); err == nil {
-		window = v
-	}
-	cmd.Flags().DurationVar(&o.natsWindow, "nats-duplicate-window", window, "how long JetStream remembers event ids to drop re-published copies [$NATS_DUPLICATE_WINDOW]")
+	cmd.Flags().DurationVar(&o.natsWindow, "nats-duplicate-window", envDuration("NATS_DUPLICATE_WINDOW", time.Hour), "how long JetStream remembers event ids to drop re-published copies [$NATS_DUPLICATE_WINDOW]")
 	cmd.Flags().BoolVar(&o.noMigrate, "no-migrate", false, "do not apply migrations at start")
 	cmd.Flags().StringVar(&o.provisioning, "provisioning-mode", env("PROVISIONING_MODE", "auto"),
 		"auto: the service provisions new tenants itself; external: an outside provisioner calls complete-provisioning [$PROVISIONING_MODE]")
@@ -209,6 +225,20 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 	if o.provisioning != "auto" && o.provisioning != "external" {
 		return fmt.Errorf("--provisioning-mode %q: want auto or external", o.provisioning)
 	}
+	// Listen before anything else: a taken port is reported before a
+	// database is created or a key or token written.
+	var listener net.Listener
+	if httpAddr != "" {
+		if listener, err = app.Listen(httpAddr); err != nil {
+			return err
+		}
+		defer listener.Close()
+	}
+	if withProjections && o.natsURL == "" && o.natsListen != "" {
+		if err := natsserver.CheckFree(o.natsListen); err != nil {
+			return err
+		}
+	}
 	var verify *auth.Verifier
 	switch {
 	case httpAddr == "":
@@ -224,7 +254,8 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 		DataDir:              o.dataDir, MasterKey: os.Getenv("TENANCY_MASTER_KEY"), TracerProvider: tp,
 		NATSURL: o.natsURL, NATSListen: o.natsListen, NATSStoreDir: o.natsStoreDir,
 		NATSStream:  natspub.StreamOptions{DuplicateWindow: o.natsWindow},
-		DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr,
+		DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr, Listener: listener,
+		HTTPBodyTimeout: o.bodyTimeout, HTTPRequestTimeout: o.reqTimeout,
 		Migrate: !o.noMigrate, Projections: withProjections, ProjectionFailure: policy,
 		Holder: app.DefaultHolder(), Version: version, Logger: log,
 	}

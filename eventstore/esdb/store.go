@@ -3,8 +3,9 @@
 //
 // # Streams and events
 //
-// Streams keep the service's names (tenant-<id>, tenantname-<normalized>,
-// tenantexternalid-<id>), prefixed by Options.Namespace when one is set.
+// Streams keep the service's names (tenant-<id>), prefixed by
+// Options.Namespace when one is set; unique values claimed by a Commit live
+// in uniqueclaim-<kind>-<value> streams (see commit.go).
 // Expected versions map to the client's esdb.Any{}, esdb.NoStream{} and
 // esdb.Revision(n); a refusal becomes a *eventstore.WrongExpectedVersionError
 // with the stream's actual version. Event ids are the service's own. The

@@ -57,6 +57,14 @@ type Config struct {
 	EventStoreURL string
 	// HTTPAddr is where the API listens; empty: no API.
 	HTTPAddr string
+	// Listener, when set, is the API's listener (HTTPAddr is then only
+	// named in messages): cmd/tenancy listens before anything else, so a
+	// taken port is reported before a database is created or a key written.
+	Listener net.Listener
+	// HTTPBodyTimeout and HTTPRequestTimeout bound a request's body and
+	// the whole request (httpapi.Options; defaults 30 s and 60 s).
+	HTTPBodyTimeout    time.Duration
+	HTTPRequestTimeout time.Duration
 	// Migrate applies the migrations at start.
 	Migrate bool
 	// Projections runs the projections in this process.
@@ -81,7 +89,10 @@ type Config struct {
 	// master key, the embedded NATS server's store); default "data".
 	DataDir string
 	// MasterKey (base64, 32 bytes; TENANCY_MASTER_KEY) wraps the tenants' data
-	// keys. Empty: a development key is generated into DataDir/master.key.
+	// keys. Empty: the development key in DataDir/master.key, generated
+	// there only while the database holds no sealed tenant key. Either way
+	// Open checks that the key unwraps the sealed keys, and refuses to
+	// start otherwise.
 	MasterKey string
 	// NATSURL is the NATS server the events are published to. Empty with
 	// NATSListen set: an embedded nats-server (JetStream, store under
@@ -124,12 +135,18 @@ type App struct {
 	server   *httpapi.Server
 	listener net.Listener
 	catalog  *aggregate.Catalog
+	// masterKeySource says where the master key came from, for the start-up line.
+	masterKeySource string
 }
 
 // Open connects to the database (creating it if missing), applies the
 // migrations if configured, and builds the service. It listens on HTTPAddr
-// at once, so the caller learns of a taken port before Run.
-func Open(ctx context.Context, cfg Config) (*App, error) {
+// (and starts the embedded NATS server) first of all, so a taken port is
+// reported before a database is created or a key written. It refuses to
+// start with a master key that does not unwrap the sealed tenant keys. Once
+// open it logs one line naming the database, event store, NATS and data
+// folder it uses.
+func Open(ctx context.Context, cfg Config) (_ *App, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -138,6 +155,23 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 25 * time.Second
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "data"
+	}
+	a := &App{cfg: cfg, log: cfg.Logger, catalog: aggregate.DefaultCatalog(), listener: cfg.Listener}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	if cfg.HTTPAddr != "" && a.listener == nil {
+		if a.listener, err = Listen(cfg.HTTPAddr); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.startEmbeddedNATS(ctx); err != nil {
+		return nil, err
 	}
 	if err := EnsureDatabase(ctx, cfg.DatabaseURL); err != nil {
 		return nil, err
@@ -152,24 +186,17 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
 		pcfg.MaxConns = int32(max(16, 4*runtime.NumCPU()))
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
+	if a.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
 		return nil, fmt.Errorf("database %s: %w", redactURL(cfg.DatabaseURL), err)
 	}
-	a := &App{cfg: cfg, log: cfg.Logger, pool: pool, catalog: aggregate.DefaultCatalog()}
+	pool := a.pool
 	if cfg.Migrate {
 		if err := a.migrate(ctx); err != nil {
-			pool.Close()
 			return nil, err
 		}
 	}
-	if cfg.DataDir == "" {
-		cfg.DataDir = "data"
-		a.cfg.DataDir = cfg.DataDir
-	}
-	master, err := a.masterKey()
+	master, err := a.masterKey(ctx)
 	if err != nil {
-		pool.Close()
 		return nil, err
 	}
 	a.keys = tenantlog.NewKeys(pool, master, 0)
@@ -181,12 +208,10 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	if cfg.EventStoreURL != "" {
 		es, err := esdb.New(ctx, cfg.EventStoreURL, esdb.Options{Logger: a.log, BatchSize: 2000})
 		if err != nil {
-			pool.Close()
 			return nil, err
 		}
 		a.esdb = es
 		events, feedStore = es, es
-		a.log.Info("event store: EventStoreDB", "url", esdb.RedactURL(cfg.EventStoreURL))
 	} else {
 		events = postgres.New(pool)
 		// Projections read the feed in large batches: fewer, bigger
@@ -215,25 +240,66 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	)
 	a.health.SetProjections(a.projectionHealth)
 	if err := a.openNATS(ctx); err != nil {
-		a.Close()
 		return nil, err
 	}
-	if cfg.HTTPAddr != "" {
+	if a.listener != nil {
 		a.admin = newAdmin(a)
 		a.server, err = httpapi.New(httpapi.Deps{Commands: instrumentCommands(a.Commands, a.metrics, a.log), Queries: a.Reader,
-			Auth: cfg.Auth, Observer: a.metrics, TracerProvider: cfg.TracerProvider, Replayer: queries.NewReplayer(a.store), Admin: a.admin, Catalog: a.catalog, Health: a.health, Logger: a.log},
-			httpapi.Options{ConsistencyWait: cfg.ConsistencyWait, Version: cfg.Version})
+			Auth: cfg.Auth, Observer: a.metrics, TracerProvider: cfg.TracerProvider, Replayer: queries.NewReplayer(a.store), Admin: a.admin,
+			Catalog: a.catalog, Health: a.health, Logger: a.log, Head: a.storeEnd()},
+			httpapi.Options{ConsistencyWait: cfg.ConsistencyWait, Version: cfg.Version,
+				BodyTimeout: cfg.HTTPBodyTimeout, RequestTimeout: cfg.HTTPRequestTimeout})
 		if err != nil {
-			pool.Close()
 			return nil, err
 		}
-		a.listener, err = net.Listen("tcp", cfg.HTTPAddr)
-		if err != nil {
-			pool.Close()
-			return nil, fmt.Errorf("listen on %s (set HTTP_ADDR to another address): %w", cfg.HTTPAddr, err)
-		}
 	}
+	a.logStartup()
 	return a, nil
+}
+
+// storeEnd is the last position the event store holds (see storeEnd).
+func (a *App) storeEnd() storeEnd {
+	if a.esdb != nil {
+		return storeEnd{store: a.store}
+	}
+	return storeEnd{pool: a.pool, store: a.store}
+}
+
+// Listen listens on the API's address, or says plainly that it cannot.
+func Listen(addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (is another program using it? set HTTP_ADDR or --http-addr to another address): %w", addr, err)
+	}
+	return l, nil
+}
+
+// logStartup writes the one line that says what this process uses: the
+// database (password hidden), the event store, the NATS server and the
+// data folder.
+func (a *App) logStartup() {
+	store := "postgres (the database)"
+	if a.cfg.EventStoreURL != "" {
+		store = esdb.RedactURL(a.cfg.EventStoreURL)
+	}
+	var nats string
+	switch {
+	case a.embedded != nil:
+		nats = "embedded on " + a.embedded.ClientURL()
+	case a.cfg.NATSURL != "" && a.js != nil:
+		nats = redactURL(a.cfg.NATSURL)
+	default:
+		nats = "none (events are not published here)"
+	}
+	dir, err := filepath.Abs(a.cfg.DataDir)
+	if err != nil {
+		dir = a.cfg.DataDir
+	}
+	attrs := []any{"database", redactURL(a.cfg.DatabaseURL), "event_store", store, "nats", nats, "data_dir", dir, "master_key", a.masterKeySource}
+	if a.listener != nil {
+		attrs = append(attrs, "http", a.listener.Addr().String())
+	}
+	a.log.Info("tenancy uses", attrs...)
 }
 
 // openNATS starts the embedded server if configured and connects the
@@ -244,18 +310,8 @@ func (a *App) openNATS(ctx context.Context) error {
 		return nil
 	}
 	url := a.cfg.NATSURL
-	if url == "" {
-		dir := a.cfg.NATSStoreDir
-		if dir == "" {
-			dir = filepath.Join(a.cfg.DataDir, "nats")
-		}
-		srv, err := natsserver.Start(ctx, natsserver.Options{Listen: a.cfg.NATSListen, StoreDir: dir, Logger: a.log})
-		if err != nil {
-			return err
-		}
-		a.embedded = srv
-		url = srv.ClientURL()
-		a.log.Info("embedded NATS server with JetStream", "url", url, "store", dir)
+	if a.embedded != nil {
+		url = a.embedded.ClientURL()
 	}
 	nc, js, err := natspub.Dial(url, 0, a.log)
 	if err != nil {
@@ -276,18 +332,81 @@ func (a *App) openNATS(ctx context.Context) error {
 	return nil
 }
 
-// masterKey reads TENANCY_MASTER_KEY, or makes a development key in the data folder.
-func (a *App) masterKey() (*tenantlog.MasterKey, error) {
-	if a.cfg.MasterKey != "" {
-		return tenantlog.ParseMasterKey(a.cfg.MasterKey)
+// startEmbeddedNATS starts the embedded NATS server when the events are to
+// be published and no NATS_URL names another: first of all, so that a taken
+// port stops start-up before anything is created.
+func (a *App) startEmbeddedNATS(ctx context.Context) error {
+	if !a.cfg.Projections || a.cfg.NATSURL != "" || a.cfg.NATSListen == "" {
+		return nil
 	}
+	dir := a.cfg.NATSStoreDir
+	if dir == "" {
+		dir = filepath.Join(a.cfg.DataDir, "nats")
+	}
+	srv, err := natsserver.Start(ctx, natsserver.Options{Listen: a.cfg.NATSListen, StoreDir: dir, Logger: a.log})
+	if err != nil {
+		return err
+	}
+	a.embedded = srv
+	// Local tools (tenancy events tail) find it here, wherever it listens.
+	if err := os.MkdirAll(a.cfg.DataDir, 0o700); err != nil {
+		a.log.Warn("could not note the embedded NATS server's URL", "err", err)
+	} else if err := os.WriteFile(filepath.Join(a.cfg.DataDir, NATSURLFile), []byte(srv.ClientURL()+"\n"), 0o644); err != nil {
+		a.log.Warn("could not note the embedded NATS server's URL", "err", err)
+	}
+	return nil
+}
+
+// NATSURLFile, in the data folder, holds the URL of the embedded NATS server
+// the service last started there.
+const NATSURLFile = "nats.url"
+
+// masterKey reads TENANCY_MASTER_KEY, or the development key in the data
+// folder, and checks that it unwraps the tenant keys already sealed. It
+// makes a development key only while nothing is sealed: a new key over
+// sealed data would make every personal field unreadable (500s, and replays
+// failing with "message authentication failed").
+func (a *App) masterKey(ctx context.Context) (*tenantlog.MasterKey, error) {
 	path := filepath.Join(a.cfg.DataDir, "master.key")
-	k, created, err := tenantlog.LoadOrCreateMasterKey(path)
+	sealed, err := tenantlog.SealedKeys(ctx, a.pool)
 	if err != nil {
 		return nil, err
 	}
-	if created {
-		a.log.Warn("generated a development master key; set TENANCY_MASTER_KEY in production (losing it makes every personal field unreadable)", "path", path)
+	db := redactURL(a.cfg.DatabaseURL)
+	var k *tenantlog.MasterKey
+	if a.cfg.MasterKey != "" {
+		if k, err = tenantlog.ParseMasterKey(a.cfg.MasterKey); err != nil {
+			return nil, fmt.Errorf("TENANCY_MASTER_KEY: %w", err)
+		}
+		a.masterKeySource = "TENANCY_MASTER_KEY"
+	} else {
+		_, statErr := os.Stat(path)
+		if errors.Is(statErr, os.ErrNotExist) && sealed.Keys > 0 {
+			return nil, fmt.Errorf("no master key: TENANCY_MASTER_KEY is unset and %s does not exist, but database %s holds %d tenant keys sealed since %s "+
+				"with a master key; restore that key to %s (a copy of the data folder it was made in) or set TENANCY_MASTER_KEY to it. "+
+				"A new key would make every personal field unreadable, so none is made",
+				path, db, sealed.Keys, sealed.Since.UTC().Format(time.RFC3339), path)
+		}
+		var created bool
+		if k, created, err = tenantlog.LoadOrCreateMasterKey(path); err != nil {
+			return nil, fmt.Errorf("development master key %s: %w", path, err)
+		}
+		a.masterKeySource = path
+		if created {
+			a.log.Warn("generated a development master key; set TENANCY_MASTER_KEY in production (losing it makes every personal field unreadable)", "path", path)
+		}
+	}
+	if err := tenantlog.CheckMasterKey(ctx, a.pool, k); err != nil {
+		if !errors.Is(err, tenantlog.ErrWrongMasterKey) {
+			return nil, err
+		}
+		where, hint := "TENANCY_MASTER_KEY", "set TENANCY_MASTER_KEY to it (or unset it, if they were sealed with the development key in "+path+")"
+		if a.cfg.MasterKey == "" {
+			where, hint = "the development key "+path+" (TENANCY_MASTER_KEY is unset)", "put it in "+path+", or set TENANCY_MASTER_KEY to it"
+		}
+		a.log.Debug("master key check", "err", err)
+		return nil, fmt.Errorf("wrong master key: %s does not unwrap the %d tenant keys sealed since %s in database %s; start with the master key that sealed them: %s: %w",
+			where, sealed.Keys, sealed.Since.UTC().Format(time.RFC3339), db, hint, tenantlog.ErrWrongMasterKey)
 	}
 	return k, nil
 }
@@ -330,8 +449,17 @@ func (a *App) Run(ctx context.Context) error {
 		a.admin.ctx = ctx // jobs end with the service
 	}
 	if a.listener != nil {
+		// The API sets each request's read and write deadlines itself
+		// (httpapi.Options.BodyTimeout, RequestTimeout); WriteTimeout makes
+		// the server reset the write deadline for each request on a kept-alive
+		// connection, whatever route it is for.
+		requestTimeout := a.cfg.HTTPRequestTimeout
+		if requestTimeout <= 0 {
+			requestTimeout = time.Minute
+		}
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+			WriteTimeout: requestTimeout + 10*time.Second,
+			ErrorLog:     slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 		g.Go(func() error {
 			if err := srv.Serve(a.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("http: %w", err)
@@ -479,7 +607,9 @@ func (a *App) Close() {
 	if a.esdb != nil {
 		_ = a.esdb.Close()
 	}
-	a.pool.Close()
+	if a.pool != nil {
+		a.pool.Close()
+	}
 }
 
 // NATSURL is the NATS server events are published to ("" without one).

@@ -12,6 +12,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -95,7 +96,7 @@ type acceptedToken struct {
 }
 
 const (
-	// leeway is the clock skew allowed on exp and nbf.
+	// leeway is the clock skew allowed on exp, nbf and iat.
 	leeway = 30 * time.Second
 	// acceptedFor bounds how long an accepted token is taken on trust
 	// without checking it again: a key withdrawn from the JWKS stops being
@@ -135,7 +136,8 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 	}
 	// Only the configured algorithms: "none" and an HS256 token signed with a
 	// public key are refused.
-	v.opts = []jwt.ParserOption{jwt.WithValidMethods(v.methods), jwt.WithExpirationRequired(), jwt.WithLeeway(leeway),
+	// iat, when present, must not be in the future (beyond the leeway).
+	v.opts = []jwt.ParserOption{jwt.WithValidMethods(v.methods), jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(leeway),
 		jwt.WithTimeFunc(func() time.Time { return v.now() })}
 	if cfg.Issuer != "" {
 		v.opts = append(v.opts, jwt.WithIssuer(cfg.Issuer))
@@ -187,6 +189,9 @@ func (v *Verifier) Verify(token string) (Principal, error) {
 func (v *Verifier) verify(token string) (Principal, time.Time, error) {
 	var c claims
 	if _, err := jwt.ParseWithClaims(token, &c, v.keyfunc, v.opts...); err != nil {
+		return Principal{}, time.Time{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	if err := numericDates(token); err != nil {
 		return Principal{}, time.Time{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	if c.Subject == "" {
@@ -253,4 +258,32 @@ func LoadOrCreateSecret(path string) ([]byte, bool, error) {
 		return nil, false, err
 	}
 	return []byte(secret), true, nil
+}
+
+// numericDates checks that the token's exp, nbf and iat, when present, are
+// JSON numbers, as RFC 7519 (NumericDate) has them. The parser also takes a
+// number in a string ("exp": "1893456000"), which no issuer we trust sends.
+func numericDates(token string) error {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return errors.New("not a JWS compact token")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return fmt.Errorf("payload: %w", err)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &raw); err != nil {
+		return fmt.Errorf("payload: %w", err)
+	}
+	for _, name := range []string{"exp", "nbf", "iat"} {
+		v, ok := raw[name]
+		if !ok {
+			continue
+		}
+		if len(v) == 0 || (v[0] != '-' && (v[0] < '0' || v[0] > '9')) {
+			return fmt.Errorf("claim %s is not a JSON number", name)
+		}
+	}
+	return nil
 }

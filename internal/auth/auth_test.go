@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -49,5 +50,41 @@ func TestTokensAreCheckedStrictly(t *testing.T) {
 	}
 	if _, err := auth.NewVerifier(context.Background(), auth.Config{Secret: []byte("short")}); err == nil {
 		t.Error("a short secret was accepted")
+	}
+}
+
+// TestTimeClaimsMustBeNumbersAndIssuedNotInTheFuture: exp, nbf and iat are
+// JSON numbers (RFC 7519's NumericDate), never numbers in strings, and a
+// token issued in the future (beyond the leeway) is refused.
+func TestTimeClaimsMustBeNumbersAndIssuedNotInTheFuture(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	in := func(d time.Duration) int64 { return now.Add(d).Unix() }
+	sign := func(c jwt.MapClaims) string {
+		c["sub"], c["scope"] = "alice", auth.ScopeRead
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	v := verifier(t, auth.Config{})
+	for _, tc := range []struct {
+		name   string
+		claims jwt.MapClaims
+		ok     bool
+	}{
+		{"numbers", jwt.MapClaims{"exp": in(time.Hour), "nbf": in(-time.Minute), "iat": in(-time.Minute)}, true},
+		{"iat within the leeway", jwt.MapClaims{"exp": in(time.Hour), "iat": in(10 * time.Second)}, true},
+		{"exp as a numeric string", jwt.MapClaims{"exp": fmt.Sprint(in(time.Hour))}, false},
+		{"nbf as a numeric string", jwt.MapClaims{"exp": in(time.Hour), "nbf": fmt.Sprint(in(-time.Minute))}, false},
+		{"iat as a numeric string", jwt.MapClaims{"exp": in(time.Hour), "iat": fmt.Sprint(in(-time.Minute))}, false},
+		{"iat in the future", jwt.MapClaims{"exp": in(time.Hour), "iat": in(10 * time.Minute)}, false},
+		{"exp as a boolean", jwt.MapClaims{"exp": true}, false},
+	} {
+		_, err := v.Verify(sign(tc.claims))
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: err = %v, want ok = %v", tc.name, err, tc.ok)
+		}
 	}
 }

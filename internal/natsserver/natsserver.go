@@ -116,6 +116,16 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	return s, nil
 }
 
+// CheckFree reports, in words an operator can act on (naming NATS_URL and
+// NATS_LISTEN), that addr is taken; nil when it is free. Start checks
+// itself; the service calls it earlier, before it creates anything.
+func CheckFree(addr string) error {
+	if _, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
+		return nil
+	}
+	return checkFree(addr)
+}
+
 // checkFree reports, in words an operator can act on, that addr is taken.
 // nats-server itself only logs a failed listen, so Start looks first.
 func checkFree(addr string) error {
