@@ -228,6 +228,9 @@ func (t *Tenant) Decide(cmd Command, now time.Time, cat *Catalog) ([]Event, erro
 	case FailProvisioning:
 		return []Event{ProvisioningFailed{Reason: c.Reason, DataRetentionUntil: t.retentionUntil(now, 0, cat)}}, nil
 	case ExtendTrial:
+		if err := t.onTrial(CmdExtendTrial); err != nil {
+			return nil, err
+		}
 		if t.TrialDays+c.Days > MaxTotalTrialDays {
 			return nil, &Error{Code: CodeInvariant, Field: "days", Rule: "max_total_trial_days",
 				Message: "a trial with its extensions may last at most 180 days"}
@@ -235,6 +238,13 @@ func (t *Tenant) Decide(cmd Command, now time.Time, cat *Catalog) ([]Event, erro
 		prev := *t.TrialEndsAt
 		return []Event{TrialExtended{Days: c.Days, PreviousEndsAt: prev, EndsAt: prev.AddDate(0, 0, c.Days)}}, nil
 	case ConvertTrial:
+		if err := t.onTrial(CmdConvertTrial); err != nil {
+			return nil, err
+		}
+		if t.Status == StatusSuspended && t.Suspension.Reason != ReasonTrialExpired {
+			return nil, &Error{Code: CodeInvariant, Rule: "suspended", Command: CmdConvertTrial,
+				Message: "the tenant is suspended (" + string(t.Suspension.Reason) + "): resume it first; only a suspension for the trial's expiry ends with convert-trial"}
+		}
 		return []Event{TrialConverted{}}, nil
 	case ExpireTrial:
 		if t.TrialEndsAt != nil && now.Before(*t.TrialEndsAt) {
@@ -255,12 +265,7 @@ func (t *Tenant) Decide(cmd Command, now time.Time, cat *Catalog) ([]Event, erro
 		}
 		return []Event{TenantSuspended{Reason: c.Reason, Severity: sev, Note: c.Note, SuspendedBy: c.By, AutoResumeAt: clonePtr(c.AutoResumeAt)}}, nil
 	case Resume:
-		if c.Automatic {
-			if t.Suspension == nil || t.Suspension.AutoResumeAt == nil || now.Before(*t.Suspension.AutoResumeAt) {
-				return nil, &Error{Code: CodeInvariant, Rule: "auto_resume_not_due", Message: "the suspension is not due to resume automatically"}
-			}
-		}
-		return []Event{TenantResumed{Automatic: c.Automatic, Note: c.Note}}, nil
+		return t.decideResume(c, now, cat)
 	case Cancel:
 		eff := now.AddDate(0, 0, DefaultCancelDays)
 		if c.EffectiveAt != nil {
@@ -268,7 +273,18 @@ func (t *Tenant) Decide(cmd Command, now time.Time, cat *Catalog) ([]Event, erro
 		}
 		return []Event{CancellationRequested{EffectiveAt: eff, Reason: c.Reason}}, nil
 	case RevertCancellation:
-		return []Event{CancellationReverted{}}, nil
+		to := t.Cancellation.RevertsTo()
+		reverted := CancellationReverted{To: to}
+		if to == StatusTrial {
+			reverted.TrialEndsAt = clonePtr(t.TrialEndsAt)
+		}
+		evs := []Event{reverted}
+		if to == StatusTrial && t.trialEnded(now) {
+			// The trial ended while the cancellation was pending: the revert
+			// returns to a trial that has expired.
+			evs = append(evs, TrialExpired{EndedAt: *t.TrialEndsAt, Severity: SeveritySoft})
+		}
+		return evs, nil
 	case CompleteCancellation:
 		if now.Before(t.Cancellation.EffectiveAt) {
 			return nil, &Error{Code: CodeInvariant, Rule: "cancellation_not_due",
@@ -340,6 +356,58 @@ func (t *Tenant) Decide(cmd Command, now time.Time, cat *Catalog) ([]Event, erro
 			ProviderEventID: c.ProviderEventID, ProviderOccurredAt: clonePtr(c.ProviderOccurredAt)}}, nil
 	}
 	return nil, Invalid("command", "known_command", "unknown command %s", cmd.CommandName())
+}
+
+// decideResume returns the tenant to the status it was suspended from, with
+// what it had there (a trial's end and timer, a pending cancellation's
+// date). A deadline that passed while it was suspended is decided here: a
+// due cancellation takes effect in the same append (TERMINATED); a trial that
+// ended cannot be resumed into, so the resume is refused, naming the ways on
+// (extend-trial, then resume; or convert-trial).
+func (t *Tenant) decideResume(c Resume, now time.Time, cat *Catalog) ([]Event, error) {
+	s := t.Suspension
+	if c.Automatic && (s.AutoResumeAt == nil || now.Before(*s.AutoResumeAt)) {
+		return nil, &Error{Code: CodeInvariant, Rule: "auto_resume_not_due", Command: CmdResume, Message: "the suspension is not due to resume automatically"}
+	}
+	resumed := TenantResumed{Automatic: c.Automatic, Note: c.Note, To: s.ResumesTo()}
+	switch resumed.To {
+	case StatusTrial:
+		resumed.TrialEndsAt = clonePtr(t.TrialEndsAt)
+		if t.trialEnded(now) {
+			next := "extend the trial (extend-trial), then resume"
+			if s.Reason == ReasonTrialExpired {
+				next = "convert the trial (convert-trial: ACTIVE, paid), or extend it (extend-trial) and resume"
+			}
+			return nil, &Error{Code: CodeInvariant, Rule: "trial_ended", Command: CmdResume,
+				Message: "the tenant was suspended from its trial, which ended at " + t.TrialEndsAt.Format(time.RFC3339) +
+					": it cannot resume into an expired trial; " + next}
+		}
+	case StatusPendingCancellation:
+		if t.Cancellation == nil { // a snapshot that lost it: nothing to resume into
+			resumed.To = StatusActive
+			break
+		}
+		resumed.CancellationEffectiveAt = ptr(t.Cancellation.EffectiveAt)
+		if !now.Before(t.Cancellation.EffectiveAt) {
+			return []Event{resumed, CancellationCompleted{DataRetentionUntil: t.retentionUntil(now, 0, cat)}}, nil
+		}
+	}
+	return []Event{resumed}, nil
+}
+
+// onTrial refuses a trial command (extend-trial, convert-trial) for a
+// suspended tenant that was not suspended from its trial.
+func (t *Tenant) onTrial(c CommandName) error {
+	if t.Status == StatusSuspended && t.Suspension.ResumesTo() != StatusTrial {
+		return &Error{Code: CodeInvariant, Rule: "not_a_trial", Command: c,
+			Message: "the tenant was suspended from " + string(t.Suspension.ResumesTo()) + ", not from a trial"}
+	}
+	return nil
+}
+
+// trialEnded reports whether the tenant's trial has ended by now.
+func (t *Tenant) trialEnded(now time.Time) bool {
+	return t.TrialEndsAt != nil && !now.Before(*t.TrialEndsAt)
 }
 
 func decideCreate(c Create, cat *Catalog) []Event {

@@ -84,11 +84,11 @@ func (s *Server) verbs() []verb {
 			decodeAs(func(r suspendRequest) aggregate.Command {
 				return aggregate.Suspend{Reason: r.Reason, Severity: r.Severity, Note: r.Note, AutoResumeAt: r.AutoResumeAt}
 			})},
-		{aggregate.CmdResume, "Resume a suspended tenant", obj(props{"note": str("A note for the audit trail.", 1000)}),
+		{aggregate.CmdResume, "Resume a suspended tenant: back to the status it was suspended from (TRIAL with its trial end, ACTIVE, or PENDING_CANCELLATION with its date; a cancellation that came due meanwhile takes effect: TERMINATED). A trial that ended meanwhile is refused (409, rule trial_ended): extend-trial or convert-trial first", obj(props{"note": str("A note for the audit trail.", 1000)}),
 			decodeAs(func(r noteRequest) aggregate.Command { return aggregate.Resume{Note: r.Note} })},
-		{aggregate.CmdExtendTrial, "Extend the trial", obj(props{"days": intRange("Days to add.", 1, aggregate.MaxTrialDays)}, "days"),
+		{aggregate.CmdExtendTrial, "Extend the trial (also while suspended from it)", obj(props{"days": intRange("Days to add.", 1, aggregate.MaxTrialDays)}, "days"),
 			decodeAs(func(r extendTrialRequest) aggregate.Command { return aggregate.ExtendTrial{Days: r.Days} })},
-		{aggregate.CmdConvertTrial, "Convert the trial into a paid subscription", obj(props{}),
+		{aggregate.CmdConvertTrial, "Convert the trial into a paid subscription (also ends a suspension for the trial's expiry)", obj(props{}),
 			decodeAs(func(emptyRequest) aggregate.Command { return aggregate.ConvertTrial{} })},
 		{aggregate.CmdCancel, "Start a cancellation", obj(props{
 			"effective_at": dateTime("When the cancellation takes effect (default: in 30 days)."),
@@ -97,7 +97,7 @@ func (s *Server) verbs() []verb {
 			decodeAs(func(r cancelRequest) aggregate.Command {
 				return aggregate.Cancel{EffectiveAt: r.EffectiveAt, Reason: r.Reason}
 			})},
-		{aggregate.CmdRevertCancellation, "Withdraw a pending cancellation", obj(props{}),
+		{aggregate.CmdRevertCancellation, "Withdraw a pending cancellation: back to TRIAL or ACTIVE, where it was requested from (a trial that ended meanwhile: SUSPENDED, trial_expired)", obj(props{}),
 			decodeAs(func(emptyRequest) aggregate.Command { return aggregate.RevertCancellation{} })},
 		{aggregate.CmdMigrateRegion, "Start migrating the tenant to another region",
 			obj(props{"target_region": enumOf("The region to move to.", aggregate.Regions())}, "target_region"),
@@ -190,7 +190,7 @@ func (s *Server) routes() []route {
 		route{method: http.MethodGet, path: tenant + "/entitlements", operationID: "getEntitlements", tag: "entitlements",
 			summary: "Effective features and limits (edition with overrides)", status: http.StatusOK, result: "Entitlements", consistent: true, handler: s.getEntitlements},
 		route{method: http.MethodGet, path: tenant + "/transitions", operationID: "getTransitions", tag: "lifecycle",
-			summary: "The commands the tenant accepts now", status: http.StatusOK, result: "Transitions", consistent: true, handler: s.getTransitions},
+			summary: "The commands the tenant accepts now, and the status each leads this tenant to (narrowed by its state: where a resume or a revert returns to, a deadline that passed)", status: http.StatusOK, result: "Transitions", consistent: true, handler: s.getTransitions},
 		route{method: http.MethodPost, path: tenant + "/policy/evaluate", operationID: "evaluatePolicy", tag: "policies",
 			summary: "May this tenant do this now? (allow, deny or warn, with every rule checked)", body: evaluateSchema(), bodyRequired: true,
 			status: http.StatusOK, result: "PolicyDecision", consistent: true, handler: s.evaluatePolicy},
@@ -207,7 +207,7 @@ func (s *Server) routes() []route {
 			summary: "Suspend an organization (original API; reason defaults to admin_action)", body: legacySuspendSchema(),
 			status: http.StatusOK, result: "Tenant", command: true, handler: s.legacySuspend},
 		route{method: http.MethodPut, path: "/organizations/{id}/activate", operationID: "legacyActivateOrganization", tag: "legacy",
-			summary: "Activate an organization (original API): completes provisioning, converts a trial or resumes, as its status needs",
+			summary: "Activate an organization (original API): completes provisioning, converts a trial or resumes (to where it was suspended from: a suspended trial stays a trial), as its status needs",
 			status:  http.StatusOK, result: "Tenant", command: true, handler: s.legacyActivate},
 		route{method: http.MethodPost, path: "/organizations/{id}/policies", operationID: "legacyEvaluatePolicy", tag: "legacy",
 			summary: "Evaluate a policy request (original API)", body: evaluateSchema(), bodyRequired: true,

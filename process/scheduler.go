@@ -108,7 +108,10 @@ func (s Scheduler) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.Re
 			set(TimerTrialExpiry, e.EndsAt)
 		case aggregate.TrialExtended:
 			set(TimerTrialExpiry, e.EndsAt)
-		case aggregate.TrialConverted, aggregate.TenantActivated, aggregate.TrialExpired:
+		case aggregate.TrialConverted:
+			// From TRIAL, or from a suspension for the trial's expiry.
+			clear(TimerTrialExpiry, TimerAutoResume)
+		case aggregate.TenantActivated, aggregate.TrialExpired:
 			clear(TimerTrialExpiry)
 		case aggregate.TenantSuspended:
 			if e.AutoResumeAt != nil {
@@ -117,10 +120,24 @@ func (s Scheduler) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.Re
 				clear(TimerAutoResume)
 			}
 		case aggregate.TenantResumed:
+			// Back where it was suspended from: that status's timer again
+			// (the one set before was dropped as moot if it came due
+			// meanwhile).
 			clear(TimerAutoResume)
+			if e.TrialEndsAt != nil {
+				set(TimerTrialExpiry, *e.TrialEndsAt)
+			}
+			if e.CancellationEffectiveAt != nil {
+				set(TimerCancellation, *e.CancellationEffectiveAt)
+			}
 		case aggregate.CancellationRequested:
 			set(TimerCancellation, e.EffectiveAt)
-		case aggregate.CancellationReverted, aggregate.CancellationCompleted:
+		case aggregate.CancellationReverted:
+			clear(TimerCancellation)
+			if e.TrialEndsAt != nil { // back into the trial
+				set(TimerTrialExpiry, *e.TrialEndsAt)
+			}
+		case aggregate.CancellationCompleted:
 			clear(TimerCancellation)
 		case aggregate.TenantTerminated:
 			clear(TimerTrialExpiry, TimerAutoResume, TimerCancellation)
