@@ -84,6 +84,10 @@ type Suspend struct {
 	Note         string
 	By           string
 	AutoResumeAt *time.Time
+	// Dunning marks the dunning process manager's suspension (reason
+	// payment_overdue): it is refused unless the tenant is still past_due
+	// and its grace (PaymentOverdueAt) has run out.
+	Dunning bool
 }
 
 // Resume ends a suspension. Automatic resumes (by the timer) are accepted only
@@ -91,6 +95,9 @@ type Suspend struct {
 type Resume struct {
 	Automatic bool
 	Note      string
+	// IfReason, when set, resumes only a suspension for that reason (dunning
+	// resumes its own payment_overdue suspensions, never another kind).
+	IfReason SuspensionReason
 }
 
 // Cancel starts a cancellation that takes effect at EffectiveAt (nil: in
@@ -259,6 +266,10 @@ func (t *Tenant) Decide(cmd Command, now time.Time, cat *Catalog) ([]Event, erro
 	case Activate:
 		return []Event{TenantActivated{From: t.Status}}, nil
 	case Suspend:
+		if c.Dunning && (t.BillingStatus != BillingPastDue || t.PaymentOverdueAt == nil || now.Before(*t.PaymentOverdueAt)) {
+			return nil, &Error{Code: CodeInvariant, Rule: "not_overdue", Command: CmdSuspend,
+				Message: "the tenant's payment is not overdue (billing status " + string(t.BillingStatus) + ")"}
+		}
 		sev := c.Severity
 		if sev == "" {
 			sev = c.Reason.DefaultSeverity()
@@ -352,8 +363,20 @@ func (t *Tenant) Decide(cmd Command, now time.Time, cat *Catalog) ([]Event, erro
 		if c.ProviderOccurredAt != nil && t.billingAt != nil && !c.ProviderOccurredAt.After(*t.billingAt) {
 			return nil, nil // older than what we have: arrived out of order
 		}
-		return []Event{BillingStatusChanged{From: t.BillingStatus, To: c.Status, Provider: c.Provider,
-			ProviderEventID: c.ProviderEventID, ProviderOccurredAt: clonePtr(c.ProviderOccurredAt)}}, nil
+		changed := BillingStatusChanged{From: t.BillingStatus, To: c.Status, Provider: c.Provider,
+			ProviderEventID: c.ProviderEventID, ProviderOccurredAt: clonePtr(c.ProviderOccurredAt)}
+		if c.Status == BillingPastDue {
+			if t.BillingStatus == BillingPastDue && t.PaymentOverdueAt != nil {
+				changed.OverdueAt = clonePtr(t.PaymentOverdueAt) // still the same stretch of past_due
+			} else {
+				since := now
+				if c.ProviderOccurredAt != nil && c.ProviderOccurredAt.Before(now) {
+					since = c.ProviderOccurredAt.UTC()
+				}
+				changed.OverdueAt = ptr(since.AddDate(0, 0, cat.PaymentGraceDays(t.Edition)))
+			}
+		}
+		return []Event{changed}, nil
 	}
 	return nil, Invalid("command", "known_command", "unknown command %s", cmd.CommandName())
 }
@@ -366,6 +389,10 @@ func (t *Tenant) Decide(cmd Command, now time.Time, cat *Catalog) ([]Event, erro
 // (extend-trial, then resume; or convert-trial).
 func (t *Tenant) decideResume(c Resume, now time.Time, cat *Catalog) ([]Event, error) {
 	s := t.Suspension
+	if c.IfReason != "" && s.Reason != c.IfReason {
+		return nil, &Error{Code: CodeInvariant, Rule: "other_suspension", Command: CmdResume,
+			Message: "the tenant is suspended for " + string(s.Reason) + ", not " + string(c.IfReason)}
+	}
 	if c.Automatic && (s.AutoResumeAt == nil || now.Before(*s.AutoResumeAt)) {
 		return nil, &Error{Code: CodeInvariant, Rule: "auto_resume_not_due", Command: CmdResume, Message: "the suspension is not due to resume automatically"}
 	}
@@ -577,6 +604,9 @@ func validate(cmd Command, now time.Time) error {
 		}
 		if c.AutoResumeAt != nil && !c.AutoResumeAt.After(now) {
 			return Invalid("auto_resume_at", "future", "auto_resume_at must be in the future")
+		}
+		if c.Dunning && c.Reason != ReasonPaymentOverdue {
+			return Invalid("reason", "dunning", "a dunning suspension has reason payment_overdue")
 		}
 		return validateText("note", c.Note, maxNoteLength)
 	case Resume:

@@ -294,6 +294,10 @@ type BillingStatusChanged struct {
 	// ProviderOccurredAt orders the provider's events: an older one arriving
 	// late is ignored.
 	ProviderOccurredAt *time.Time `json:"provider_occurred_at,omitempty"`
+	// OverdueAt is set when To is past_due: the end of the edition's grace
+	// (from when past_due began), after which dunning suspends the tenant.
+	// An optional field added to schema 1.
+	OverdueAt *time.Time `json:"overdue_at,omitempty"`
 }
 
 func (TenantCreated) EventType() string              { return "TenantCreated" }

@@ -70,7 +70,7 @@ func sampleEvents() []aggregate.Event {
 		aggregate.LimitOverrideCleared{Limit: "max_users"},
 		aggregate.PolicySet{Policy: aggregate.PolicySetting{Type: "mfa_required", Enforced: true, Settings: json.RawMessage(`{}`)}},
 		aggregate.PolicyRemoved{Type: "mfa_required"},
-		aggregate.BillingStatusChanged{From: "active", To: "past_due", Provider: "stripe", ProviderEventID: "evt_1Nx", ProviderOccurredAt: &goldenTime},
+		aggregate.BillingStatusChanged{From: "active", To: "past_due", Provider: "stripe", ProviderEventID: "evt_1Nx", ProviderOccurredAt: &goldenTime, OverdueAt: &later},
 	}
 }
 

@@ -44,9 +44,16 @@ func randomCommand(r *rand.Rand, now time.Time) aggregate.Command {
 		if pick(2) == 0 {
 			s.AutoResumeAt = &future
 		}
+		if pick(4) == 0 { // the dunning process manager's
+			s = aggregate.Suspend{Reason: aggregate.ReasonPaymentOverdue, Dunning: true}
+		}
 		return s
 	case 8:
-		return aggregate.Resume{Automatic: pick(2) == 0}
+		r := aggregate.Resume{Automatic: pick(2) == 0}
+		if pick(4) == 0 {
+			r = aggregate.Resume{IfReason: aggregate.ReasonPaymentOverdue}
+		}
+		return r
 	case 9:
 		c := aggregate.Cancel{}
 		if pick(2) == 0 {

@@ -32,6 +32,10 @@ type Tenant struct {
 	Policies  map[PolicyType]PolicySetting `json:"policies"`
 
 	BillingStatus BillingStatus `json:"billing_status"`
+	// PaymentOverdueAt is set while the billing status is past_due: the end
+	// of the edition's grace, after which dunning suspends the tenant
+	// (payment_overdue). It is fixed when past_due begins.
+	PaymentOverdueAt *time.Time `json:"payment_overdue_at,omitempty"`
 	// billingSeen holds the billing provider's event ids already recorded, and
 	// billingAt the provider time of the newest one, for de-duplication.
 	billingSeen map[string]bool
@@ -292,6 +296,10 @@ func (t *Tenant) Apply(env Envelope) {
 		delete(t.Policies, e.Type)
 	case BillingStatusChanged:
 		t.BillingStatus = e.To
+		t.PaymentOverdueAt = nil
+		if e.To == BillingPastDue {
+			t.PaymentOverdueAt = clonePtr(e.OverdueAt)
+		}
 		t.billingSeen = setKey(t.billingSeen, e.ProviderEventID, true)
 		if e.ProviderOccurredAt != nil {
 			t.billingAt = clonePtr(e.ProviderOccurredAt)
@@ -357,6 +365,7 @@ func (t *Tenant) Clone() *Tenant {
 	c.billingSeen = maps.Clone(t.billingSeen)
 	c.billingAt = clonePtr(t.billingAt)
 	c.TrialEndsAt = clonePtr(t.TrialEndsAt)
+	c.PaymentOverdueAt = clonePtr(t.PaymentOverdueAt)
 	c.PurgedAt = clonePtr(t.PurgedAt)
 	if t.Suspension != nil {
 		s := *t.Suspension

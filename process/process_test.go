@@ -36,6 +36,21 @@ type env struct {
 	pool    *pgxpool.Pool
 	handler *commands.Handler
 	clock   *clock
+	ids     map[string]uuid.UUID
+}
+
+func (e *env) remember(name string, id uuid.UUID) { e.ids[name] = id }
+
+// waitFor polls cond until it holds (without firing timers).
+func (e *env) waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // start runs the scheduler projection on a fresh database with the Postgres
@@ -56,7 +71,7 @@ func start(t *testing.T, autoProvision bool) *env {
 			t.Errorf("scheduler: %v", err)
 		}
 	})
-	return &env{pool: pool, handler: h, clock: clk}
+	return &env{pool: pool, handler: h, clock: clk, ids: map[string]uuid.UUID{}}
 }
 
 func (e *env) worker(holder string) *process.Timers {
