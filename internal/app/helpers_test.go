@@ -40,6 +40,9 @@ type serviceOptions struct {
 	auth bool
 	// tracer traces the service (default: none).
 	tracer trace.TracerProvider
+	// databaseURL is the database to run on (default: a new one), so that
+	// two instances can share one; holder names the instance.
+	databaseURL, holder string
 }
 
 // service is the whole tenancy service, started with app.Open and Run on a
@@ -48,6 +51,7 @@ type serviceOptions struct {
 type service struct {
 	t      testing.TB
 	app    *app.App
+	dbURL  string
 	base   string
 	client *http.Client
 	logs   *logBuffer
@@ -63,8 +67,12 @@ func startService(t testing.TB, o serviceOptions) *service {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.databaseURL == "" {
+		o.databaseURL = pgtest.NewDatabase(t)
+	}
 	cfg := app.Config{
-		DatabaseURL:          pgtest.NewDatabase(t),
+		DatabaseURL:          o.databaseURL,
+		Holder:               o.holder,
 		HTTPAddr:             "127.0.0.1:0",
 		Migrate:              true,
 		Projections:          true,
@@ -91,7 +99,7 @@ func startService(t testing.TB, o serviceOptions) *service {
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(runCtx) }()
-	s := &service{t: t, app: a, base: "http://" + a.Addr(), logs: logs, nats: cfg.NATSURL,
+	s := &service{t: t, app: a, dbURL: cfg.DatabaseURL, base: "http://" + a.Addr(), logs: logs, nats: cfg.NATSURL,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
 	t.Cleanup(func() {
 		stop()
