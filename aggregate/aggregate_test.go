@@ -186,17 +186,78 @@ var wantEvents = map[aggregate.CommandName][]string{
 	aggregate.CmdRecordBillingStatus:  {"BillingStatusChanged"},
 }
 
-// TestEveryStatusTimesEveryCommand decides every command in every status: an
-// allowed one emits the expected events and lands in a status the lifecycle
-// table allows; a refused one is a transition error naming the status and the
-// allowed commands, and emits nothing.
+// fixture is a tenant in a status, built along one path: a status reached
+// from different places accepts different commands (a suspended trial may be
+// converted, a suspended paid tenant not).
+type fixture struct {
+	name   string
+	status aggregate.Status
+	build  func(t *testing.T) *history
+	// events overrides wantEvents, and refused lists the commands the
+	// lifecycle table accepts in the status but this tenant's state refuses
+	// (with the rule), where the path makes a difference.
+	events  map[aggregate.CommandName][]string
+	refused map[aggregate.CommandName]string
+}
+
+// fixtures are one tenant per status (tenantIn), and the statuses whose
+// commands depend on where the tenant came from, from each place.
+func fixtures() []fixture {
+	var out []fixture
+	for _, s := range aggregate.Statuses() {
+		f := fixture{name: string(s), status: s, build: func(t *testing.T) *history { return tenantIn(t, s) }}
+		if s == aggregate.StatusSuspended { // suspended from ACTIVE
+			f.refused = map[aggregate.CommandName]string{aggregate.CmdExtendTrial: "not_a_trial", aggregate.CmdConvertTrial: "not_a_trial"}
+		}
+		out = append(out, f)
+	}
+	return append(out,
+		fixture{name: "SUSPENDED from an expired TRIAL", status: aggregate.StatusSuspended,
+			build: func(t *testing.T) *history {
+				h := tenantIn(t, aggregate.StatusTrial)
+				h.now = *h.tenant.TrialEndsAt
+				h.do(t, aggregate.ExpireTrial{})
+				return h
+			},
+			refused: map[aggregate.CommandName]string{aggregate.CmdResume: "trial_ended"}},
+		fixture{name: "SUSPENDED from PENDING_CANCELLATION", status: aggregate.StatusSuspended,
+			build: func(t *testing.T) *history {
+				h := tenantIn(t, aggregate.StatusPendingCancellation)
+				h.now = h.now.Add(time.Second)
+				h.do(t, aggregate.Suspend{Reason: aggregate.ReasonPaymentFailed})
+				return h
+			},
+			// 20 days on, the cancellation is due: resuming completes it.
+			events:  map[aggregate.CommandName][]string{aggregate.CmdResume: {"TenantResumed", "CancellationCompleted"}},
+			refused: map[aggregate.CommandName]string{aggregate.CmdExtendTrial: "not_a_trial", aggregate.CmdConvertTrial: "not_a_trial"}},
+		fixture{name: "PENDING_CANCELLATION from TRIAL", status: aggregate.StatusPendingCancellation,
+			build: func(t *testing.T) *history {
+				h := tenantIn(t, aggregate.StatusTrial)
+				h.now = h.now.Add(time.Second)
+				h.do(t, aggregate.Cancel{EffectiveAt: ptr(t0.Add(24 * time.Hour))})
+				return h
+			},
+			// 20 days on, the trial has ended: the revert finds it expired.
+			events: map[aggregate.CommandName][]string{aggregate.CmdRevertCancellation: {"CancellationReverted", "TrialExpired"}}},
+	)
+}
+
+// TestEveryStatusTimesEveryCommand decides every command in every status
+// (some statuses reached along several paths): an allowed one emits the
+// expected events and lands in a status the lifecycle table allows; a
+// refused one is a transition error naming the status and the allowed
+// commands, and emits nothing.
 func TestEveryStatusTimesEveryCommand(t *testing.T) {
 	t.Parallel()
-	for _, from := range aggregate.Statuses() {
+	for _, f := range fixtures() {
+		from := f.status
 		for _, name := range aggregate.Commands() {
-			t.Run(string(from)+"/"+string(name), func(t *testing.T) {
+			t.Run(f.name+"/"+string(name), func(t *testing.T) {
 				t.Parallel()
-				h := tenantIn(t, from)
+				h := f.build(t)
+				if h.tenant.Status != from {
+					t.Fatalf("fixture in %s, want %s", h.tenant.Status, from)
+				}
 				// Late enough for every timer-driven command (trial end,
 				// cancellation date, auto-resume), early enough to restore.
 				now := t0.Add(20 * 24 * time.Hour)
@@ -215,6 +276,13 @@ func TestEveryStatusTimesEveryCommand(t *testing.T) {
 					}
 					return
 				}
+				if rule, ok := f.refused[name]; ok {
+					de, isDomain := aggregate.AsError(err)
+					if !isDomain || de.Code != aggregate.CodeInvariant || de.Rule != rule || evs != nil {
+						t.Fatalf("err = %v (%d events), want an invariant error with rule %s", err, len(evs), rule)
+					}
+					return
+				}
 				if err != nil {
 					t.Fatalf("allowed command refused: %v", err)
 				}
@@ -222,8 +290,12 @@ func TestEveryStatusTimesEveryCommand(t *testing.T) {
 				for _, e := range evs {
 					types = append(types, e.EventType())
 				}
-				if !slices.Equal(types, wantEvents[name]) {
-					t.Fatalf("events %v, want %v", types, wantEvents[name])
+				want := wantEvents[name]
+				if w, ok := f.events[name]; ok {
+					want = w
+				}
+				if !slices.Equal(types, want) {
+					t.Fatalf("events %v, want %v", types, want)
 				}
 				h.now = now
 				h.apply(sampleCommand(name), evs)
@@ -270,11 +342,12 @@ func TestTransitionTableIsDesignTable(t *testing.T) {
 	t.Parallel()
 	// DESIGN.md's lifecycle table: from -> allowed next statuses.
 	want := map[aggregate.Status][]aggregate.Status{
-		"PROVISIONING":         {"TRIAL", "ACTIVE", "TERMINATED"},
-		"TRIAL":                {"ACTIVE", "SUSPENDED", "PENDING_CANCELLATION", "TERMINATED"},
-		"ACTIVE":               {"SUSPENDED", "PENDING_CANCELLATION", "MIGRATING", "TERMINATED"},
-		"SUSPENDED":            {"ACTIVE", "PENDING_CANCELLATION", "TERMINATED"},
-		"PENDING_CANCELLATION": {"ACTIVE", "SUSPENDED", "TERMINATED"},
+		"PROVISIONING": {"TRIAL", "ACTIVE", "TERMINATED"},
+		"TRIAL":        {"ACTIVE", "SUSPENDED", "PENDING_CANCELLATION", "TERMINATED"},
+		"ACTIVE":       {"SUSPENDED", "PENDING_CANCELLATION", "MIGRATING", "TERMINATED"},
+		// resume and revert-cancellation return to where the tenant came from.
+		"SUSPENDED":            {"TRIAL", "ACTIVE", "PENDING_CANCELLATION", "TERMINATED"},
+		"PENDING_CANCELLATION": {"TRIAL", "ACTIVE", "SUSPENDED", "TERMINATED"},
 		"MIGRATING":            {"ACTIVE", "SUSPENDED", "TERMINATED"},
 		"TERMINATED":           {"ACTIVE", "PURGED"},
 		"PURGED":               nil,

@@ -99,6 +99,8 @@ const (
 	minRetentionDays = 1
 	maxRetentionDays = 2555
 	defaultTrialDays = 14
+	// maxPaymentGraceDays bounds the dunning grace of an edition.
+	maxPaymentGraceDays = 365
 )
 
 // EditionSpec is what one edition of the catalog grants.
@@ -117,6 +119,9 @@ type EditionSpec struct {
 	// TrialDays is the length of a trial on this edition (14 when the
 	// catalog omits it).
 	TrialDays int `json:"trial_days,omitempty"`
+	// PaymentGraceDays is how long a tenant may stay past_due before
+	// dunning suspends it with payment_overdue (0: the next moment).
+	PaymentGraceDays int `json:"payment_grace_days"`
 }
 
 // Catalog is the edition catalog: for each edition its features, limits,
@@ -249,6 +254,9 @@ func parseCatalog(data []byte) (*Catalog, error) {
 		if spec.TrialDays == 0 {
 			spec.TrialDays = defaultTrialDays
 		}
+		if spec.PaymentGraceDays < 0 || spec.PaymentGraceDays > maxPaymentGraceDays {
+			return nil, fmt.Errorf("edition %s: payment_grace_days %d is outside 0..%d", spec.Name, spec.PaymentGraceDays, maxPaymentGraceDays)
+		}
 		c.editions[spec.Name] = spec
 	}
 	slices.Sort(c.features)
@@ -313,6 +321,20 @@ func (c *Catalog) RetentionDays(e Edition) int {
 	longest := 0
 	for _, spec := range c.editions {
 		longest = max(longest, spec.DefaultRetentionDays)
+	}
+	return longest
+}
+
+// PaymentGraceDays returns how many days a tenant of edition e may stay
+// past_due before dunning suspends it. For an unknown edition it returns the
+// longest grace of the catalog, so a bad edition never hastens a suspension.
+func (c *Catalog) PaymentGraceDays(e Edition) int {
+	if spec, ok := c.editions[e]; ok {
+		return spec.PaymentGraceDays
+	}
+	longest := 0
+	for _, spec := range c.editions {
+		longest = max(longest, spec.PaymentGraceDays)
 	}
 	return longest
 }

@@ -283,3 +283,17 @@ func TestParseCatalogRefusesBadData(t *testing.T) {
 		})
 	}
 }
+
+func TestPaymentGraceDaysByEdition(t *testing.T) {
+	t.Parallel()
+	c := DefaultCatalog()
+	for e, want := range map[Edition]int{EditionFree: 7, EditionEssentials: 14, EditionProfessional: 14, EditionEnterprise: 30, EditionUnlimited: 30, "platinum": 30} {
+		if got := c.PaymentGraceDays(e); got != want {
+			t.Errorf("PaymentGraceDays(%q) = %d, want %d", e, got, want)
+		}
+	}
+	bad := strings.Replace(string(catalogJSON), `"payment_grace_days": 7`, `"payment_grace_days": -1`, 1)
+	if _, err := parseCatalog([]byte(bad)); err == nil || !strings.Contains(err.Error(), "payment_grace_days") {
+		t.Errorf("negative grace parsed: %v", err)
+	}
+}

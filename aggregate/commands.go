@@ -84,6 +84,10 @@ type Suspend struct {
 	Note         string
 	By           string
 	AutoResumeAt *time.Time
+	// Dunning marks the dunning process manager's suspension (reason
+	// payment_overdue): it is refused unless the tenant is still past_due
+	// and its grace (PaymentOverdueAt) has run out.
+	Dunning bool
 }
 
 // Resume ends a suspension. Automatic resumes (by the timer) are accepted only
@@ -91,6 +95,9 @@ type Suspend struct {
 type Resume struct {
 	Automatic bool
 	Note      string
+	// IfReason, when set, resumes only a suspension for that reason (dunning
+	// resumes its own payment_overdue suspensions, never another kind).
+	IfReason SuspensionReason
 }
 
 // Cancel starts a cancellation that takes effect at EffectiveAt (nil: in
@@ -228,6 +235,9 @@ func (t *Tenant) Decide(cmd Command, now time.Time, cat *Catalog) ([]Event, erro
 	case FailProvisioning:
 		return []Event{ProvisioningFailed{Reason: c.Reason, DataRetentionUntil: t.retentionUntil(now, 0, cat)}}, nil
 	case ExtendTrial:
+		if err := t.onTrial(CmdExtendTrial); err != nil {
+			return nil, err
+		}
 		if t.TrialDays+c.Days > MaxTotalTrialDays {
 			return nil, &Error{Code: CodeInvariant, Field: "days", Rule: "max_total_trial_days",
 				Message: "a trial with its extensions may last at most 180 days"}
@@ -235,6 +245,13 @@ func (t *Tenant) Decide(cmd Command, now time.Time, cat *Catalog) ([]Event, erro
 		prev := *t.TrialEndsAt
 		return []Event{TrialExtended{Days: c.Days, PreviousEndsAt: prev, EndsAt: prev.AddDate(0, 0, c.Days)}}, nil
 	case ConvertTrial:
+		if err := t.onTrial(CmdConvertTrial); err != nil {
+			return nil, err
+		}
+		if t.Status == StatusSuspended && t.Suspension.Reason != ReasonTrialExpired {
+			return nil, &Error{Code: CodeInvariant, Rule: "suspended", Command: CmdConvertTrial,
+				Message: "the tenant is suspended (" + string(t.Suspension.Reason) + "): resume it first; only a suspension for the trial's expiry ends with convert-trial"}
+		}
 		return []Event{TrialConverted{}}, nil
 	case ExpireTrial:
 		if t.TrialEndsAt != nil && now.Before(*t.TrialEndsAt) {
@@ -249,18 +266,17 @@ func (t *Tenant) Decide(cmd Command, now time.Time, cat *Catalog) ([]Event, erro
 	case Activate:
 		return []Event{TenantActivated{From: t.Status}}, nil
 	case Suspend:
+		if c.Dunning && (t.BillingStatus != BillingPastDue || t.PaymentOverdueAt == nil || now.Before(*t.PaymentOverdueAt)) {
+			return nil, &Error{Code: CodeInvariant, Rule: "not_overdue", Command: CmdSuspend,
+				Message: "the tenant's payment is not overdue (billing status " + string(t.BillingStatus) + ")"}
+		}
 		sev := c.Severity
 		if sev == "" {
 			sev = c.Reason.DefaultSeverity()
 		}
 		return []Event{TenantSuspended{Reason: c.Reason, Severity: sev, Note: c.Note, SuspendedBy: c.By, AutoResumeAt: clonePtr(c.AutoResumeAt)}}, nil
 	case Resume:
-		if c.Automatic {
-			if t.Suspension == nil || t.Suspension.AutoResumeAt == nil || now.Before(*t.Suspension.AutoResumeAt) {
-				return nil, &Error{Code: CodeInvariant, Rule: "auto_resume_not_due", Message: "the suspension is not due to resume automatically"}
-			}
-		}
-		return []Event{TenantResumed{Automatic: c.Automatic, Note: c.Note}}, nil
+		return t.decideResume(c, now, cat)
 	case Cancel:
 		eff := now.AddDate(0, 0, DefaultCancelDays)
 		if c.EffectiveAt != nil {
@@ -268,7 +284,18 @@ func (t *Tenant) Decide(cmd Command, now time.Time, cat *Catalog) ([]Event, erro
 		}
 		return []Event{CancellationRequested{EffectiveAt: eff, Reason: c.Reason}}, nil
 	case RevertCancellation:
-		return []Event{CancellationReverted{}}, nil
+		to := t.Cancellation.RevertsTo()
+		reverted := CancellationReverted{To: to}
+		if to == StatusTrial {
+			reverted.TrialEndsAt = clonePtr(t.TrialEndsAt)
+		}
+		evs := []Event{reverted}
+		if to == StatusTrial && t.trialEnded(now) {
+			// The trial ended while the cancellation was pending: the revert
+			// returns to a trial that has expired.
+			evs = append(evs, TrialExpired{EndedAt: *t.TrialEndsAt, Severity: SeveritySoft})
+		}
+		return evs, nil
 	case CompleteCancellation:
 		if now.Before(t.Cancellation.EffectiveAt) {
 			return nil, &Error{Code: CodeInvariant, Rule: "cancellation_not_due",
@@ -336,10 +363,78 @@ func (t *Tenant) Decide(cmd Command, now time.Time, cat *Catalog) ([]Event, erro
 		if c.ProviderOccurredAt != nil && t.billingAt != nil && !c.ProviderOccurredAt.After(*t.billingAt) {
 			return nil, nil // older than what we have: arrived out of order
 		}
-		return []Event{BillingStatusChanged{From: t.BillingStatus, To: c.Status, Provider: c.Provider,
-			ProviderEventID: c.ProviderEventID, ProviderOccurredAt: clonePtr(c.ProviderOccurredAt)}}, nil
+		changed := BillingStatusChanged{From: t.BillingStatus, To: c.Status, Provider: c.Provider,
+			ProviderEventID: c.ProviderEventID, ProviderOccurredAt: clonePtr(c.ProviderOccurredAt)}
+		if c.Status == BillingPastDue {
+			if t.BillingStatus == BillingPastDue && t.PaymentOverdueAt != nil {
+				changed.OverdueAt = clonePtr(t.PaymentOverdueAt) // still the same stretch of past_due
+			} else {
+				since := now
+				if c.ProviderOccurredAt != nil && c.ProviderOccurredAt.Before(now) {
+					since = c.ProviderOccurredAt.UTC()
+				}
+				changed.OverdueAt = ptr(since.AddDate(0, 0, cat.PaymentGraceDays(t.Edition)))
+			}
+		}
+		return []Event{changed}, nil
 	}
 	return nil, Invalid("command", "known_command", "unknown command %s", cmd.CommandName())
+}
+
+// decideResume returns the tenant to the status it was suspended from, with
+// what it had there (a trial's end and timer, a pending cancellation's
+// date). A deadline that passed while it was suspended is decided here: a
+// due cancellation takes effect in the same append (TERMINATED); a trial that
+// ended cannot be resumed into, so the resume is refused, naming the ways on
+// (extend-trial, then resume; or convert-trial).
+func (t *Tenant) decideResume(c Resume, now time.Time, cat *Catalog) ([]Event, error) {
+	s := t.Suspension
+	if c.IfReason != "" && s.Reason != c.IfReason {
+		return nil, &Error{Code: CodeInvariant, Rule: "other_suspension", Command: CmdResume,
+			Message: "the tenant is suspended for " + string(s.Reason) + ", not " + string(c.IfReason)}
+	}
+	if c.Automatic && (s.AutoResumeAt == nil || now.Before(*s.AutoResumeAt)) {
+		return nil, &Error{Code: CodeInvariant, Rule: "auto_resume_not_due", Command: CmdResume, Message: "the suspension is not due to resume automatically"}
+	}
+	resumed := TenantResumed{Automatic: c.Automatic, Note: c.Note, To: s.ResumesTo()}
+	switch resumed.To {
+	case StatusTrial:
+		resumed.TrialEndsAt = clonePtr(t.TrialEndsAt)
+		if t.trialEnded(now) {
+			next := "extend the trial (extend-trial), then resume"
+			if s.Reason == ReasonTrialExpired {
+				next = "convert the trial (convert-trial: ACTIVE, paid), or extend it (extend-trial) and resume"
+			}
+			return nil, &Error{Code: CodeInvariant, Rule: "trial_ended", Command: CmdResume,
+				Message: "the tenant was suspended from its trial, which ended at " + t.TrialEndsAt.Format(time.RFC3339) +
+					": it cannot resume into an expired trial; " + next}
+		}
+	case StatusPendingCancellation:
+		if t.Cancellation == nil { // a snapshot that lost it: nothing to resume into
+			resumed.To = StatusActive
+			break
+		}
+		resumed.CancellationEffectiveAt = ptr(t.Cancellation.EffectiveAt)
+		if !now.Before(t.Cancellation.EffectiveAt) {
+			return []Event{resumed, CancellationCompleted{DataRetentionUntil: t.retentionUntil(now, 0, cat)}}, nil
+		}
+	}
+	return []Event{resumed}, nil
+}
+
+// onTrial refuses a trial command (extend-trial, convert-trial) for a
+// suspended tenant that was not suspended from its trial.
+func (t *Tenant) onTrial(c CommandName) error {
+	if t.Status == StatusSuspended && t.Suspension.ResumesTo() != StatusTrial {
+		return &Error{Code: CodeInvariant, Rule: "not_a_trial", Command: c,
+			Message: "the tenant was suspended from " + string(t.Suspension.ResumesTo()) + ", not from a trial"}
+	}
+	return nil
+}
+
+// trialEnded reports whether the tenant's trial has ended by now.
+func (t *Tenant) trialEnded(now time.Time) bool {
+	return t.TrialEndsAt != nil && !now.Before(*t.TrialEndsAt)
 }
 
 func decideCreate(c Create, cat *Catalog) []Event {
@@ -509,6 +604,9 @@ func validate(cmd Command, now time.Time) error {
 		}
 		if c.AutoResumeAt != nil && !c.AutoResumeAt.After(now) {
 			return Invalid("auto_resume_at", "future", "auto_resume_at must be in the future")
+		}
+		if c.Dunning && c.Reason != ReasonPaymentOverdue {
+			return Invalid("reason", "dunning", "a dunning suspension has reason payment_overdue")
 		}
 		return validateText("note", c.Note, maxNoteLength)
 	case Resume:

@@ -136,10 +136,19 @@ type TenantSuspended struct {
 	AutoResumeAt *time.Time       `json:"auto_resume_at,omitempty"`
 }
 
-// TenantResumed ends a suspension.
+// TenantResumed ends a suspension: the tenant returns to the status it was
+// suspended from (To), with its trial end or its pending cancellation's
+// date, which the scheduler sets the timers again from. To and the dates
+// were added to schema 1 as optional fields: an event without them resumed
+// to ACTIVE.
 type TenantResumed struct {
 	Automatic bool   `json:"automatic,omitempty"`
 	Note      string `json:"note,omitempty"`
+	To        Status `json:"to,omitempty"`
+	// TrialEndsAt is set when resumed into TRIAL.
+	TrialEndsAt *time.Time `json:"trial_ends_at,omitempty"`
+	// CancellationEffectiveAt is set when resumed into PENDING_CANCELLATION.
+	CancellationEffectiveAt *time.Time `json:"cancellation_effective_at,omitempty"`
 }
 
 // CancellationRequested puts a tenant in PENDING_CANCELLATION until EffectiveAt.
@@ -148,8 +157,15 @@ type CancellationRequested struct {
 	Reason      string    `json:"reason,omitempty"`
 }
 
-// CancellationReverted returns a tenant to ACTIVE.
-type CancellationReverted struct{}
+// CancellationReverted withdraws a pending cancellation: the tenant returns
+// to the status the cancellation was requested from (To: TRIAL, with its
+// trial end, or ACTIVE). To and TrialEndsAt were added to schema 1 as
+// optional fields: an event without them returned to ACTIVE.
+type CancellationReverted struct {
+	To Status `json:"to,omitempty"`
+	// TrialEndsAt is set when reverted into TRIAL.
+	TrialEndsAt *time.Time `json:"trial_ends_at,omitempty"`
+}
 
 // CancellationCompleted terminates a tenant whose cancellation took effect.
 type CancellationCompleted struct {
@@ -278,6 +294,10 @@ type BillingStatusChanged struct {
 	// ProviderOccurredAt orders the provider's events: an older one arriving
 	// late is ignored.
 	ProviderOccurredAt *time.Time `json:"provider_occurred_at,omitempty"`
+	// OverdueAt is set when To is past_due: the end of the edition's grace
+	// (from when past_due began), after which dunning suspends the tenant.
+	// An optional field added to schema 1.
+	OverdueAt *time.Time `json:"overdue_at,omitempty"`
 }
 
 func (TenantCreated) EventType() string              { return "TenantCreated" }

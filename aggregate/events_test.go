@@ -46,9 +46,9 @@ func sampleEvents() []aggregate.Event {
 		aggregate.TrialExpired{EndedAt: later, Severity: "soft"},
 		aggregate.TenantActivated{From: "TRIAL"},
 		aggregate.TenantSuspended{Reason: "payment_failed", Severity: "soft", Note: "card declined", SuspendedBy: "billing", AutoResumeAt: &later},
-		aggregate.TenantResumed{Automatic: true, Note: "paid"},
+		aggregate.TenantResumed{Automatic: true, Note: "paid", To: "PENDING_CANCELLATION", TrialEndsAt: &later, CancellationEffectiveAt: &later},
 		aggregate.CancellationRequested{EffectiveAt: later, Reason: "too expensive"},
-		aggregate.CancellationReverted{},
+		aggregate.CancellationReverted{To: "TRIAL", TrialEndsAt: &later},
 		aggregate.CancellationCompleted{DataRetentionUntil: later},
 		aggregate.RegionMigrationStarted{From: "us-east-1", To: "eu-west-1"},
 		aggregate.RegionMigrationCompleted{From: "us-east-1", To: "eu-west-1"},
@@ -70,7 +70,7 @@ func sampleEvents() []aggregate.Event {
 		aggregate.LimitOverrideCleared{Limit: "max_users"},
 		aggregate.PolicySet{Policy: aggregate.PolicySetting{Type: "mfa_required", Enforced: true, Settings: json.RawMessage(`{}`)}},
 		aggregate.PolicyRemoved{Type: "mfa_required"},
-		aggregate.BillingStatusChanged{From: "active", To: "past_due", Provider: "stripe", ProviderEventID: "evt_1Nx", ProviderOccurredAt: &goldenTime},
+		aggregate.BillingStatusChanged{From: "active", To: "past_due", Provider: "stripe", ProviderEventID: "evt_1Nx", ProviderOccurredAt: &goldenTime, OverdueAt: &later},
 	}
 }
 

@@ -1,6 +1,9 @@
 package aggregate
 
-import "slices"
+import (
+	"slices"
+	"time"
+)
 
 // Status is a tenant's place in its lifecycle (the tenant_status enum).
 type Status string
@@ -91,11 +94,22 @@ var transitions = []Transition{
 	{StatusActive, StatusMigrating, CmdMigrateRegion},
 	{StatusActive, StatusTerminated, CmdTerminate},
 
+	// resume returns to the status the tenant was suspended from; a due
+	// cancellation then takes effect at once (TERMINATED).
+	{StatusSuspended, StatusTrial, CmdResume},
 	{StatusSuspended, StatusActive, CmdResume},
+	{StatusSuspended, StatusPendingCancellation, CmdResume},
+	{StatusSuspended, StatusTerminated, CmdResume},
+	// convert-trial ends a suspension for the trial's expiry: the tenant pays.
+	{StatusSuspended, StatusActive, CmdConvertTrial},
 	{StatusSuspended, StatusPendingCancellation, CmdCancel},
 	{StatusSuspended, StatusTerminated, CmdTerminate},
 
+	// revert-cancellation returns to the status the cancellation was
+	// requested from; a trial that ended meanwhile has expired (SUSPENDED).
+	{StatusPendingCancellation, StatusTrial, CmdRevertCancellation},
 	{StatusPendingCancellation, StatusActive, CmdRevertCancellation},
+	{StatusPendingCancellation, StatusSuspended, CmdRevertCancellation},
 	{StatusPendingCancellation, StatusSuspended, CmdSuspend},
 	{StatusPendingCancellation, StatusTerminated, CmdCompleteCancellation},
 	{StatusPendingCancellation, StatusTerminated, CmdTerminate},
@@ -115,7 +129,9 @@ var settingsStatuses = []Status{StatusTrial, StatusActive, StatusSuspended, Stat
 
 // inPlace lists the commands that keep the status, with the statuses that accept them.
 var inPlace = map[CommandName][]Status{
-	CmdExtendTrial:         {StatusTrial},
+	// extend-trial also while suspended from the trial (before resuming
+	// into it, say, once it has ended).
+	CmdExtendTrial:         {StatusTrial, StatusSuspended},
 	CmdChangeEdition:       settingsStatuses,
 	CmdRename:              settingsStatuses,
 	CmdUpdateProfile:       settingsStatuses,
@@ -177,6 +193,55 @@ func TargetsOf(s Status, c CommandName) []Status {
 		}
 	}
 	return out
+}
+
+// TransitionsOf returns the edges of the lifecycle table that tenant t can
+// take at time now: those from its status, narrowed where its state decides
+// the target (a trial or not, where a suspension or a cancellation returns
+// to, a deadline that passed). A command whose every edge its state refuses
+// (resume into a trial that ended) is left out.
+func (t *Tenant) TransitionsOf(now time.Time) []Transition {
+	var out []Transition
+	for _, tr := range transitions {
+		if tr.From == t.Status && t.canTake(tr, now) {
+			out = append(out, tr)
+		}
+	}
+	return out
+}
+
+// canTake reports whether t's state leads command tr.Command to tr.To.
+func (t *Tenant) canTake(tr Transition, now time.Time) bool {
+	switch tr.Command {
+	case CmdCompleteProvisioning:
+		return (tr.To == StatusTrial) == (t.TrialDays > 0)
+	case CmdResume:
+		if t.Suspension == nil {
+			return tr.To == StatusActive
+		}
+		switch to := t.Suspension.ResumesTo(); {
+		case to == StatusTrial && t.trialEnded(now):
+			return false
+		case to == StatusPendingCancellation && t.Cancellation != nil && !now.Before(t.Cancellation.EffectiveAt):
+			return tr.To == StatusTerminated
+		default:
+			return tr.To == to
+		}
+	case CmdConvertTrial:
+		if t.Status == StatusSuspended {
+			return t.Suspension != nil && t.Suspension.ResumesTo() == StatusTrial && t.Suspension.Reason == ReasonTrialExpired
+		}
+	case CmdRevertCancellation:
+		if t.Cancellation == nil {
+			return tr.To == StatusActive
+		}
+		to := t.Cancellation.RevertsTo()
+		if to == StatusTrial && t.trialEnded(now) {
+			return tr.To == StatusSuspended
+		}
+		return tr.To == to
+	}
+	return true
 }
 
 // CanTransition reports whether the table has an edge from one status to another.

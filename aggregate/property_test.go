@@ -2,6 +2,7 @@ package aggregate_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -43,9 +44,16 @@ func randomCommand(r *rand.Rand, now time.Time) aggregate.Command {
 		if pick(2) == 0 {
 			s.AutoResumeAt = &future
 		}
+		if pick(4) == 0 { // the dunning process manager's
+			s = aggregate.Suspend{Reason: aggregate.ReasonPaymentOverdue, Dunning: true}
+		}
 		return s
 	case 8:
-		return aggregate.Resume{Automatic: pick(2) == 0}
+		r := aggregate.Resume{Automatic: pick(2) == 0}
+		if pick(4) == 0 {
+			r = aggregate.Resume{IfReason: aggregate.ReasonPaymentOverdue}
+		}
+		return r
 	case 9:
 		c := aggregate.Cancel{}
 		if pick(2) == 0 {
@@ -108,6 +116,7 @@ func TestRandomCommandSequencesKeepTheLifecycle(t *testing.T) {
 		r := rand.New(rand.NewPCG(uint64(seq), 42))
 		h := &history{tenant: &aggregate.Tenant{}, now: t0}
 		var trace []aggregate.CommandName
+		var billing billingInvariant
 		for step := 0; step < steps; step++ {
 			h.now = h.now.Add(time.Duration(r.IntN(48*60)) * time.Minute)
 			cmd := randomCommand(r, h.now)
@@ -126,6 +135,10 @@ func TestRandomCommandSequencesKeepTheLifecycle(t *testing.T) {
 			from := h.tenant.Status
 			h.apply(cmd, evs)
 			to := h.tenant.Status
+			billing.observe(evs)
+			if err := billing.check(h.tenant); err != nil {
+				t.Fatalf("seq %d %v: %v", seq, trace, err)
+			}
 			if cmd.CommandName() == aggregate.CmdCreate {
 				if from != "" || to != aggregate.StatusProvisioning {
 					t.Fatalf("seq %d: create moved %q -> %s", seq, from, to)
@@ -142,6 +155,58 @@ func TestRandomCommandSequencesKeepTheLifecycle(t *testing.T) {
 			t.Fatalf("seq %d %v: fold from scratch differs:\n got %+v\nwant %+v", seq, trace, refolded, h.tenant)
 		}
 	}
+}
+
+// billingInvariant checks that the lifecycle keeps billing_status honest:
+// billing_status is trialing exactly while the tenant is on its trial —
+// status TRIAL, or suspended from TRIAL, or a cancellation pending that was
+// requested during the trial (or suspended from one), or provisioning with
+// a trial to start. (The
+// bug it guards against: a suspended trial resumed as ACTIVE, still
+// "trialing", for ever.) It holds from what the lifecycle sets (creation,
+// conversion, activation) until the billing provider records a status of
+// its own, and is not checked once the tenant was terminated.
+type billingInvariant struct {
+	providerSpoke, terminated bool
+}
+
+func (b *billingInvariant) observe(evs []aggregate.Event) {
+	for _, e := range evs {
+		switch e := e.(type) {
+		case aggregate.TenantCreated, aggregate.TrialConverted:
+			b.providerSpoke = false
+		case aggregate.TenantActivated:
+			if e.From == aggregate.StatusTrial {
+				b.providerSpoke = false
+			}
+		case aggregate.BillingStatusChanged:
+			b.providerSpoke = true
+		case aggregate.TenantTerminated, aggregate.ProvisioningFailed, aggregate.CancellationCompleted:
+			b.terminated = true
+		}
+	}
+}
+
+func (b *billingInvariant) check(t *aggregate.Tenant) error {
+	if b.providerSpoke || b.terminated {
+		return nil
+	}
+	onTrial := false
+	switch t.Status {
+	case aggregate.StatusProvisioning:
+		onTrial = t.TrialDays > 0
+	case aggregate.StatusTrial:
+		onTrial = true
+	case aggregate.StatusSuspended:
+		to := t.Suspension.ResumesTo()
+		onTrial = to == aggregate.StatusTrial || to == aggregate.StatusPendingCancellation && t.Cancellation.RevertsTo() == aggregate.StatusTrial
+	case aggregate.StatusPendingCancellation:
+		onTrial = t.Cancellation.RevertsTo() == aggregate.StatusTrial
+	}
+	if trialing := t.BillingStatus == aggregate.BillingTrialing; trialing != onTrial {
+		return fmt.Errorf("billing_status %s in %s (on a trial: %v)", t.BillingStatus, t.Status, onTrial)
+	}
+	return nil
 }
 
 // refold encodes every event to its wire JSON, decodes it and folds from scratch.

@@ -32,6 +32,10 @@ type Tenant struct {
 	Policies  map[PolicyType]PolicySetting `json:"policies"`
 
 	BillingStatus BillingStatus `json:"billing_status"`
+	// PaymentOverdueAt is set while the billing status is past_due: the end
+	// of the edition's grace, after which dunning suspends the tenant
+	// (payment_overdue). It is fixed when past_due begins.
+	PaymentOverdueAt *time.Time `json:"payment_overdue_at,omitempty"`
 	// billingSeen holds the billing provider's event ids already recorded, and
 	// billingAt the provider time of the newest one, for de-duplication.
 	billingSeen map[string]bool
@@ -61,6 +65,21 @@ type Suspension struct {
 	By           string           `json:"by,omitempty"`
 	At           time.Time        `json:"at"`
 	AutoResumeAt *time.Time       `json:"auto_resume_at,omitempty"`
+	// From is the status the tenant was suspended from, the one resume
+	// returns it to: TRIAL (with its trial end and timer), ACTIVE or
+	// PENDING_CANCELLATION (with its effective date). A failed migration
+	// suspends from ACTIVE (the tenant stayed in its old region). Empty in a
+	// snapshot written before it was recorded: resume then returns to ACTIVE.
+	From Status `json:"from,omitempty"`
+}
+
+// ResumesTo is the status resume returns the tenant to.
+func (s *Suspension) ResumesTo() Status {
+	switch s.From {
+	case StatusTrial, StatusPendingCancellation:
+		return s.From
+	}
+	return StatusActive
 }
 
 // Cancellation is a pending cancellation.
@@ -68,6 +87,19 @@ type Cancellation struct {
 	RequestedAt time.Time `json:"requested_at"`
 	EffectiveAt time.Time `json:"effective_at"`
 	Reason      string    `json:"reason,omitempty"`
+	// From is the status revert-cancellation returns the tenant to: TRIAL
+	// (with its trial) or ACTIVE. A cancellation requested while suspended
+	// returns to where the suspension would have. Empty in an older
+	// snapshot: ACTIVE.
+	From Status `json:"from,omitempty"`
+}
+
+// RevertsTo is the status revert-cancellation returns the tenant to.
+func (c *Cancellation) RevertsTo() Status {
+	if c.From == StatusTrial {
+		return StatusTrial
+	}
+	return StatusActive
 }
 
 // Migration is a region migration in progress.
@@ -137,26 +169,63 @@ func (t *Tenant) Apply(env Envelope) {
 		t.TrialDays += e.Days
 		t.TrialEndsAt = ptr(e.EndsAt)
 	case TrialConverted:
+		// From TRIAL, or from a suspension for the trial's expiry.
 		t.Status = StatusActive
 		t.BillingStatus = BillingActive
+		t.Suspension = nil
 	case TrialExpired:
 		t.Status = StatusSuspended
-		t.Suspension = &Suspension{Reason: ReasonTrialExpired, Severity: e.Severity, At: at, By: "system"}
+		t.Suspension = &Suspension{Reason: ReasonTrialExpired, Severity: e.Severity, At: at, By: "system", From: StatusTrial}
 	case TenantActivated:
 		t.Status = StatusActive
+		if e.From == StatusTrial {
+			t.BillingStatus = BillingActive // activated as a paid tenant
+		}
 	case TenantSuspended:
+		from := t.Status
 		t.Status = StatusSuspended
-		t.Suspension = &Suspension{Reason: e.Reason, Severity: e.Severity, Note: e.Note, By: e.SuspendedBy, At: at, AutoResumeAt: clonePtr(e.AutoResumeAt)}
-		t.Cancellation = nil
+		t.Suspension = &Suspension{Reason: e.Reason, Severity: e.Severity, Note: e.Note, By: e.SuspendedBy, At: at, AutoResumeAt: clonePtr(e.AutoResumeAt), From: from}
+		if from != StatusPendingCancellation {
+			t.Cancellation = nil // a pending cancellation is kept, to resume into
+		}
 	case TenantResumed:
-		t.Status = StatusActive
+		switch {
+		case e.To != "":
+			t.Status = e.To
+		case t.Suspension != nil:
+			t.Status = t.Suspension.ResumesTo()
+		default:
+			t.Status = StatusActive
+		}
 		t.Suspension = nil
+		if t.Status != StatusPendingCancellation {
+			t.Cancellation = nil
+		}
 	case CancellationRequested:
+		from := t.Status
+		if s := t.Suspension; from == StatusSuspended && s != nil {
+			// Requested while suspended: the suspension ends; a revert
+			// returns to where it would have resumed to.
+			from = s.ResumesTo()
+			if from == StatusPendingCancellation && t.Cancellation != nil {
+				from = t.Cancellation.From
+			}
+		}
+		if from != StatusTrial {
+			from = StatusActive
+		}
 		t.Status = StatusPendingCancellation
-		t.Cancellation = &Cancellation{RequestedAt: at, EffectiveAt: e.EffectiveAt, Reason: e.Reason}
+		t.Cancellation = &Cancellation{RequestedAt: at, EffectiveAt: e.EffectiveAt, Reason: e.Reason, From: from}
 		t.Suspension = nil
 	case CancellationReverted:
-		t.Status = StatusActive
+		switch {
+		case e.To != "":
+			t.Status = e.To
+		case t.Cancellation != nil:
+			t.Status = t.Cancellation.RevertsTo()
+		default:
+			t.Status = StatusActive
+		}
 		t.Cancellation = nil
 	case CancellationCompleted:
 		t.Status = StatusTerminated
@@ -175,7 +244,7 @@ func (t *Tenant) Apply(env Envelope) {
 		t.Migration = nil
 	case RegionMigrationFailed:
 		t.Status = StatusSuspended
-		t.Suspension = &Suspension{Reason: ReasonAdminAction, Severity: SeverityHard, Note: migrationFailedNote(e), At: at, By: "system"}
+		t.Suspension = &Suspension{Reason: ReasonAdminAction, Severity: SeverityHard, Note: migrationFailedNote(e), At: at, By: "system", From: StatusActive}
 		t.Migration = nil
 	case RegionMigrationRolledBack:
 		t.Status = StatusActive
@@ -227,6 +296,10 @@ func (t *Tenant) Apply(env Envelope) {
 		delete(t.Policies, e.Type)
 	case BillingStatusChanged:
 		t.BillingStatus = e.To
+		t.PaymentOverdueAt = nil
+		if e.To == BillingPastDue {
+			t.PaymentOverdueAt = clonePtr(e.OverdueAt)
+		}
 		t.billingSeen = setKey(t.billingSeen, e.ProviderEventID, true)
 		if e.ProviderOccurredAt != nil {
 			t.billingAt = clonePtr(e.ProviderOccurredAt)
@@ -292,6 +365,7 @@ func (t *Tenant) Clone() *Tenant {
 	c.billingSeen = maps.Clone(t.billingSeen)
 	c.billingAt = clonePtr(t.billingAt)
 	c.TrialEndsAt = clonePtr(t.TrialEndsAt)
+	c.PaymentOverdueAt = clonePtr(t.PaymentOverdueAt)
 	c.PurgedAt = clonePtr(t.PurgedAt)
 	if t.Suspension != nil {
 		s := *t.Suspension

@@ -35,11 +35,14 @@ type Job struct {
 	ResumedFrom bool       `json:"resumed,omitempty"`
 }
 
-// Admin runs projection operations for the admin routes.
+// Admin runs projection operations for the admin routes. Jobs are visible
+// from every replica, whichever runs them.
 type Admin interface {
 	Projections(ctx context.Context) ([]ProjectionHealth, error)
+	// StartRebuild starts a rebuild job; an unknown projection is a
+	// not-found domain error naming the rebuildable ones.
 	StartRebuild(ctx context.Context, projection string) (Job, error)
-	Job(id string) (Job, bool)
+	Job(ctx context.Context, id string) (Job, bool, error)
 }
 
 func (s *Server) adminRoutes() []route {
@@ -50,7 +53,7 @@ func (s *Server) adminRoutes() []route {
 			summary: "Rebuild a projection from the start of the feed, beside the live one, with no outage; answers a job to follow",
 			status:  http.StatusAccepted, result: "Job", handler: s.rebuildProjection},
 		{method: http.MethodGet, path: "/api/v1/admin/jobs/{job}", operationID: "getJob", tag: "admin",
-			summary: "A job's progress", status: http.StatusOK, result: "Job", handler: s.getJob},
+			summary: "A job's progress, from any replica (jobs are kept in the database; finished ones for a day)", status: http.StatusOK, result: "Job", handler: s.getJob},
 	}
 }
 
@@ -88,9 +91,12 @@ func (s *Server) getJob(c echo.Context) error {
 	if err := s.adminOrUnavailable(); err != nil {
 		return err
 	}
-	job, ok := s.deps.Admin.Job(c.Param("job"))
+	job, ok, err := s.deps.Admin.Job(c.Request().Context(), c.Param("job"))
+	if err != nil {
+		return err
+	}
 	if !ok {
-		return newProblem(http.StatusNotFound, typeNotFound, "Not found", "No such job on this replica.")
+		return newProblem(http.StatusNotFound, typeNotFound, "Not found", "No such job (finished jobs are kept for a day).")
 	}
 	return c.JSON(http.StatusOK, job)
 }

@@ -117,6 +117,30 @@ type overrideRequest struct {
 	Value   *int64 `json:"value"`
 }
 
+type renameRequest struct {
+	Name string `json:"name"`
+}
+
+type keyRequest struct {
+	Key string `json:"key"`
+}
+
+type keyedOverrideRequest struct {
+	Key     string `json:"key"`
+	Enabled *bool  `json:"enabled"`
+	Value   *int64 `json:"value"`
+}
+
+type typeRequest struct {
+	Type aggregate.PolicyType `json:"type"`
+}
+
+type typedPolicyRequest struct {
+	Type     aggregate.PolicyType `json:"type"`
+	Enforced *bool                `json:"enforced"`
+	Settings json.RawMessage      `json:"settings"`
+}
+
 type emptyRequest struct{}
 
 // maxBody is the largest request body accepted (1 MiB).

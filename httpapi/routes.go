@@ -44,12 +44,24 @@ func (r route) idempotent() bool {
 	return false
 }
 
-// verb is a lifecycle command sent as POST /api/v1/tenants/{id}/<name>.
+// verb is a command sent as POST /api/v1/tenants/{id}/<name>. Every command
+// a tenant lists in allowed_commands (and a 409 lists as allowed) is one, so
+// a client can call what it is told to; the settings commands also have
+// their resource-style routes (PATCH the tenant, PUT/DELETE a policy or an
+// override), which run the same commands.
 type verb struct {
 	name    aggregate.CommandName
 	summary string
 	body    schema
 	decode  func(c echo.Context) (aggregate.Command, error)
+}
+
+// verbOperationIDs replace the operation id derived from a verb's name where
+// the resource-style route already has that one.
+var verbOperationIDs = map[aggregate.CommandName]string{
+	aggregate.CmdRename: "renameTenant", aggregate.CmdUpdateProfile: "updateTenantProfile",
+	aggregate.CmdSetOverride: "setOverrideCommand", aggregate.CmdClearOverride: "clearOverrideCommand",
+	aggregate.CmdSetPolicy: "setPolicyCommand", aggregate.CmdRemovePolicy: "removePolicyCommand",
 }
 
 // decodeAs decodes the body into a T and converts it into a command.
@@ -84,11 +96,11 @@ func (s *Server) verbs() []verb {
 			decodeAs(func(r suspendRequest) aggregate.Command {
 				return aggregate.Suspend{Reason: r.Reason, Severity: r.Severity, Note: r.Note, AutoResumeAt: r.AutoResumeAt}
 			})},
-		{aggregate.CmdResume, "Resume a suspended tenant", obj(props{"note": str("A note for the audit trail.", 1000)}),
+		{aggregate.CmdResume, "Resume a suspended tenant: back to the status it was suspended from (TRIAL with its trial end, ACTIVE, or PENDING_CANCELLATION with its date; a cancellation that came due meanwhile takes effect: TERMINATED). A trial that ended meanwhile is refused (409, rule trial_ended): extend-trial or convert-trial first", obj(props{"note": str("A note for the audit trail.", 1000)}),
 			decodeAs(func(r noteRequest) aggregate.Command { return aggregate.Resume{Note: r.Note} })},
-		{aggregate.CmdExtendTrial, "Extend the trial", obj(props{"days": intRange("Days to add.", 1, aggregate.MaxTrialDays)}, "days"),
+		{aggregate.CmdExtendTrial, "Extend the trial (also while suspended from it)", obj(props{"days": intRange("Days to add.", 1, aggregate.MaxTrialDays)}, "days"),
 			decodeAs(func(r extendTrialRequest) aggregate.Command { return aggregate.ExtendTrial{Days: r.Days} })},
-		{aggregate.CmdConvertTrial, "Convert the trial into a paid subscription", obj(props{}),
+		{aggregate.CmdConvertTrial, "Convert the trial into a paid subscription (also ends a suspension for the trial's expiry)", obj(props{}),
 			decodeAs(func(emptyRequest) aggregate.Command { return aggregate.ConvertTrial{} })},
 		{aggregate.CmdCancel, "Start a cancellation", obj(props{
 			"effective_at": dateTime("When the cancellation takes effect (default: in 30 days)."),
@@ -97,7 +109,7 @@ func (s *Server) verbs() []verb {
 			decodeAs(func(r cancelRequest) aggregate.Command {
 				return aggregate.Cancel{EffectiveAt: r.EffectiveAt, Reason: r.Reason}
 			})},
-		{aggregate.CmdRevertCancellation, "Withdraw a pending cancellation", obj(props{}),
+		{aggregate.CmdRevertCancellation, "Withdraw a pending cancellation: back to TRIAL or ACTIVE, where it was requested from (a trial that ended meanwhile: SUSPENDED, trial_expired)", obj(props{}),
 			decodeAs(func(emptyRequest) aggregate.Command { return aggregate.RevertCancellation{} })},
 		{aggregate.CmdMigrateRegion, "Start migrating the tenant to another region",
 			obj(props{"target_region": enumOf("The region to move to.", aggregate.Regions())}, "target_region"),
@@ -126,6 +138,26 @@ func (s *Server) verbs() []verb {
 			decodeAs(func(emptyRequest) aggregate.Command { return aggregate.ExpireTrial{} })},
 		{aggregate.CmdCompleteCancellation, "Make a due cancellation take effect (the cancellation timer sends this; refused before effective_at)", obj(props{}),
 			decodeAs(func(emptyRequest) aggregate.Command { return aggregate.CompleteCancellation{} })},
+		{name: aggregate.CmdRename, summary: "Rename the tenant (as PATCH with name)", body: obj(props{"name": str("The new name (unique).", 200)}, "name"),
+			decode: decodeAs(func(r renameRequest) aggregate.Command { return aggregate.Rename{Name: r.Name} })},
+		{name: aggregate.CmdUpdateProfile, summary: "Replace parts of the tenant's profile (as PATCH without name)", body: obj(profileProps()),
+			decode: decodeProfile},
+		{name: aggregate.CmdSetOverride, summary: "Override a feature (enabled) or a limit (value) of the edition (as PUT …/overrides/{key})",
+			body: withKey(overrideSchema(), "key", str("The feature or limit.", 100)),
+			decode: decodeAs(func(r keyedOverrideRequest) aggregate.Command {
+				return aggregate.SetOverride{Key: r.Key, Enabled: r.Enabled, Value: r.Value}
+			})},
+		{name: aggregate.CmdClearOverride, summary: "Return a feature or limit to the edition's value (as DELETE …/overrides/{key})",
+			body:   obj(props{"key": str("The feature or limit.", 100)}, "key"),
+			decode: decodeAs(func(r keyRequest) aggregate.Command { return aggregate.ClearOverride{Key: r.Key} })},
+		{name: aggregate.CmdSetPolicy, summary: "Set a policy (as PUT …/policies/{type})",
+			body: withKey(policySchema(), "type", str("The policy type.", 100)),
+			decode: decodeAs(func(r typedPolicyRequest) aggregate.Command {
+				return aggregate.SetPolicy{Policy: aggregate.PolicySetting{Type: r.Type, Enforced: r.Enforced == nil || *r.Enforced, Settings: r.Settings}}
+			})},
+		{name: aggregate.CmdRemovePolicy, summary: "Remove a policy (as DELETE …/policies/{type})",
+			body:   obj(props{"type": str("The policy type.", 100)}, "type"),
+			decode: decodeAs(func(r typeRequest) aggregate.Command { return aggregate.RemovePolicy{Type: r.Type} })},
 		{aggregate.CmdRecordBillingStatus, "Record the billing provider's status (de-duplicated by provider_event_id)", obj(props{
 			"status":            enumOf("The account's billing status.", aggregate.BillingStatuses()),
 			"provider":          str("The billing provider.", 100),
@@ -136,6 +168,37 @@ func (s *Server) verbs() []verb {
 				return aggregate.RecordBillingStatus{Status: r.Status, Provider: r.Provider, ProviderEventID: r.ProviderEventID, ProviderOccurredAt: r.OccurredAt}
 			})},
 	}
+}
+
+// decodeProfile decodes an update-profile body: at least one field.
+func decodeProfile(c echo.Context) (aggregate.Command, error) {
+	var r patchRequest
+	if err := decodeBody(c, &r); err != nil {
+		return nil, err
+	}
+	if r.Name != nil {
+		return nil, invalidField("name", "not_here", "update-profile does not rename; use rename (or PATCH the tenant).")
+	}
+	return aggregate.UpdateProfile{Contacts: r.Contacts, Metadata: r.Metadata, Labels: r.Labels, ComplianceStandards: r.ComplianceStandards}, nil
+}
+
+// withKey adds a required string property to an object schema.
+func withKey(s schema, name string, prop schema) schema {
+	out := schema{}
+	for k, v := range s {
+		out[k] = v
+	}
+	ps := props{}
+	if old, ok := s["properties"].(props); ok {
+		for k, v := range old {
+			ps[k] = v
+		}
+	}
+	ps[name] = prop
+	out["properties"] = ps
+	req, _ := s["required"].([]string)
+	out["required"] = append(append([]string{}, req...), name)
+	return out
 }
 
 // routes is the whole API.
@@ -162,7 +225,11 @@ func (s *Server) routes() []route {
 			status: http.StatusOK, result: "Tenant", command: true, handler: s.patchTenant},
 	}
 	for _, v := range s.verbs() {
-		rs = append(rs, route{method: http.MethodPost, path: tenant + "/" + string(v.name), operationID: operationID(v.name), tag: "lifecycle",
+		op := verbOperationIDs[v.name]
+		if op == "" {
+			op = operationID(v.name)
+		}
+		rs = append(rs, route{method: http.MethodPost, path: tenant + "/" + string(v.name), operationID: op, tag: "lifecycle",
 			summary: v.summary, body: v.body, status: http.StatusOK, result: "Tenant", command: true, handler: s.runVerb(v)})
 	}
 	rs = append(rs,
@@ -190,7 +257,7 @@ func (s *Server) routes() []route {
 		route{method: http.MethodGet, path: tenant + "/entitlements", operationID: "getEntitlements", tag: "entitlements",
 			summary: "Effective features and limits (edition with overrides)", status: http.StatusOK, result: "Entitlements", consistent: true, handler: s.getEntitlements},
 		route{method: http.MethodGet, path: tenant + "/transitions", operationID: "getTransitions", tag: "lifecycle",
-			summary: "The commands the tenant accepts now", status: http.StatusOK, result: "Transitions", consistent: true, handler: s.getTransitions},
+			summary: "The commands the tenant accepts now, and the status each leads this tenant to (narrowed by its state: where a resume or a revert returns to, a deadline that passed)", status: http.StatusOK, result: "Transitions", consistent: true, handler: s.getTransitions},
 		route{method: http.MethodPost, path: tenant + "/policy/evaluate", operationID: "evaluatePolicy", tag: "policies",
 			summary: "May this tenant do this now? (allow, deny or warn, with every rule checked)", body: evaluateSchema(), bodyRequired: true,
 			status: http.StatusOK, result: "PolicyDecision", consistent: true, handler: s.evaluatePolicy},
@@ -207,7 +274,7 @@ func (s *Server) routes() []route {
 			summary: "Suspend an organization (original API; reason defaults to admin_action)", body: legacySuspendSchema(),
 			status: http.StatusOK, result: "Tenant", command: true, handler: s.legacySuspend},
 		route{method: http.MethodPut, path: "/organizations/{id}/activate", operationID: "legacyActivateOrganization", tag: "legacy",
-			summary: "Activate an organization (original API): completes provisioning, converts a trial or resumes, as its status needs",
+			summary: "Activate an organization (original API): completes provisioning, converts a trial or resumes (to where it was suspended from: a suspended trial stays a trial), as its status needs",
 			status:  http.StatusOK, result: "Tenant", command: true, handler: s.legacyActivate},
 		route{method: http.MethodPost, path: "/organizations/{id}/policies", operationID: "legacyEvaluatePolicy", tag: "legacy",
 			summary: "Evaluate a policy request (original API)", body: evaluateSchema(), bodyRequired: true,

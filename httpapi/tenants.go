@@ -399,10 +399,8 @@ func (s *Server) getTransitions(c echo.Context) error {
 		return err
 	}
 	out := transitionsView{Status: t.Status, AllowedCommands: view(t).AllowedCommands, Transitions: []transitionView{}}
-	for _, tr := range aggregate.Transitions() {
-		if tr.From == t.Status {
-			out.Transitions = append(out.Transitions, transitionView{Command: tr.Command, To: tr.To})
-		}
+	for _, tr := range t.TransitionsOf(s.deps.Now()) {
+		out.Transitions = append(out.Transitions, transitionView{Command: tr.Command, To: tr.To})
 	}
 	return c.JSON(http.StatusOK, out)
 }
@@ -460,7 +458,9 @@ func (s *Server) legacySuspend(c echo.Context) error {
 
 // legacyActivate keeps the original "activate" meaning "make it ACTIVE":
 // it completes provisioning (and converts the trial that starts), converts a
-// trial, or resumes a suspension, as the tenant's status needs.
+// trial, or resumes a suspension, as the tenant's status needs. A resume
+// returns the tenant to where it was suspended from: a suspended trial is a
+// trial again (or, ended, refused), never a paid tenant by the back door.
 func (s *Server) legacyActivate(c echo.Context) error {
 	id, err := s.tenantRef(c)
 	if err != nil {

@@ -36,6 +36,21 @@ type env struct {
 	pool    *pgxpool.Pool
 	handler *commands.Handler
 	clock   *clock
+	ids     map[string]uuid.UUID
+}
+
+func (e *env) remember(name string, id uuid.UUID) { e.ids[name] = id }
+
+// waitFor polls cond until it holds (without firing timers).
+func (e *env) waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // start runs the scheduler projection on a fresh database with the Postgres
@@ -56,7 +71,7 @@ func start(t *testing.T, autoProvision bool) *env {
 			t.Errorf("scheduler: %v", err)
 		}
 	})
-	return &env{pool: pool, handler: h, clock: clk}
+	return &env{pool: pool, handler: h, clock: clk, ids: map[string]uuid.UUID{}}
 }
 
 func (e *env) worker(holder string) *process.Timers {
@@ -285,4 +300,46 @@ func TestRedeliveredTimerAppendsNothing(t *testing.T) {
 	if len(after) != len(before) {
 		t.Fatalf("redelivered timer appended %d events", len(after)-len(before))
 	}
+}
+
+// TestResumedTrialStillExpires: a trial suspended past its end keeps no
+// timer (fired while suspended, it was moot), is extended and resumed, and
+// the trial-expiry timer is back: the trial ends at its new date.
+func TestResumedTrialStillExpires(t *testing.T) {
+	t.Parallel()
+	e := start(t, true)
+	w := e.worker("a")
+	ctx := context.Background()
+	exec := func(id uuid.UUID, cmd aggregate.Command) {
+		t.Helper()
+		if _, err := e.handler.Execute(ctx, commands.Request{TenantID: id, Command: cmd}); err != nil {
+			t.Fatalf("%s: %v", cmd.CommandName(), err)
+		}
+	}
+	id := e.create(t, "Paused Trial", true)
+	e.eventually(t, w, "trial", func() bool { tn, _ := e.tenant(t, id); return tn.Status == aggregate.StatusTrial })
+	exec(id, aggregate.Suspend{Reason: aggregate.ReasonAdminAction})
+	e.clock.Advance(15 * 24 * time.Hour) // past the trial's end, suspended
+	e.eventually(t, w, "the moot trial timer dropped", func() bool {
+		ts, err := process.Pending(ctx, e.pool, id)
+		return err == nil && len(ts) == 0
+	})
+	if tn, _ := e.tenant(t, id); tn.Status != aggregate.StatusSuspended || tn.Suspension.Reason != aggregate.ReasonAdminAction {
+		t.Fatalf("status %s %+v, want still suspended for admin_action", tn.Status, tn.Suspension)
+	}
+	exec(id, aggregate.ExtendTrial{Days: 10})
+	exec(id, aggregate.Resume{})
+	tn, _ := e.tenant(t, id)
+	if tn.Status != aggregate.StatusTrial {
+		t.Fatalf("resumed into %s, want TRIAL", tn.Status)
+	}
+	e.eventually(t, w, "the trial timer set again", func() bool {
+		ts, err := process.Pending(ctx, e.pool, id)
+		return err == nil && len(ts) == 1 && ts[0].Kind == process.TimerTrialExpiry && ts[0].DueAt.Equal(*tn.TrialEndsAt)
+	})
+	e.clock.Advance(10 * 24 * time.Hour)
+	e.eventually(t, w, "the trial expired", func() bool {
+		tn, _ := e.tenant(t, id)
+		return tn.Status == aggregate.StatusSuspended && tn.Suspension.Reason == aggregate.ReasonTrialExpired
+	})
 }

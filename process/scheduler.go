@@ -4,7 +4,8 @@
 //
 //   - Scheduler (a projection) keeps the due times in the timers table:
 //     provisioning (due when the tenant is created), trial expiry, automatic
-//     resume, cancellation taking effect and purge after retention.
+//     resume, cancellation taking effect, purge after retention, and
+//     dunning's (see dunning.go).
 //   - Timers (a worker) fires them: it runs the provisioning steps and issues
 //     the commands, outside any projection transaction (a long provisioning
 //     step must not hold back the event feed).
@@ -36,6 +37,9 @@ const (
 	TimerAutoResume   TimerKind = "auto_resume"  // Resume{Automatic: true}
 	TimerCancellation TimerKind = "cancellation" // CompleteCancellation
 	TimerPurge        TimerKind = "purge"        // Purge
+	// The dunning process manager's (see dunning.go).
+	TimerPaymentOverdue   TimerKind = "payment_overdue"   // Suspend{payment_overdue, Dunning}
+	TimerPaymentRecovered TimerKind = "payment_recovered" // Resume{IfReason: payment_overdue}
 )
 
 // command is what a timer issues when due.
@@ -49,6 +53,10 @@ func (k TimerKind) command() (aggregate.Command, bool) {
 		return aggregate.CompleteCancellation{}, true
 	case TimerPurge:
 		return aggregate.Purge{}, true
+	case TimerPaymentOverdue:
+		return dunningSuspend, true
+	case TimerPaymentRecovered:
+		return dunningResume, true
 	}
 	return nil, false
 }
@@ -62,10 +70,26 @@ type Scheduler struct {
 	// (PROVISIONING_MODE=auto); without it an outside provisioner calls
 	// complete-provisioning (PROVISIONING_MODE=external).
 	AutoProvision bool
+	// name and table are a rebuild's checkpoint and shadow table; empty: the
+	// live ones (SchedulerName, timers).
+	name, table string
 }
 
 // Name implements projections.Projection.
-func (Scheduler) Name() string { return SchedulerName }
+func (s Scheduler) Name() string {
+	if s.name != "" {
+		return s.name
+	}
+	return SchedulerName
+}
+
+// timersTable is the table the scheduler keeps, quoted.
+func (s Scheduler) timersTable() string {
+	if s.table != "" {
+		return pgx.Identifier{s.table}.Sanitize()
+	}
+	return "timers"
+}
 
 // Filter implements projections.Projection.
 func (Scheduler) Filter() eventstore.Filter {
@@ -75,6 +99,7 @@ func (Scheduler) Filter() eventstore.Filter {
 // Apply implements projections.Projection.
 func (s Scheduler) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.RecordedEvent) error {
 	batch := &pgx.Batch{}
+	table := s.timersTable()
 	for _, r := range records {
 		env, err := tenantlog.Decode(r)
 		if err != nil {
@@ -85,7 +110,7 @@ func (s Scheduler) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.Re
 			return fmt.Errorf("scheduler: %w", err)
 		}
 		set := func(k TimerKind, at time.Time) {
-			batch.Queue(`INSERT INTO timers (tenant_id, kind, due_at, set_by) VALUES ($1, $2, $3, $4)
+			batch.Queue(`INSERT INTO `+table+` (tenant_id, kind, due_at, set_by) VALUES ($1, $2, $3, $4)
 				ON CONFLICT (tenant_id, kind) DO UPDATE
 				SET due_at = EXCLUDED.due_at, set_by = EXCLUDED.set_by, claimed_by = NULL, claimed_until = NULL, attempts = 0, last_error = NULL`,
 				id, string(k), at, env.EventID)
@@ -95,7 +120,7 @@ func (s Scheduler) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.Re
 			for i, k := range kinds {
 				ks[i] = string(k)
 			}
-			batch.Queue(`DELETE FROM timers WHERE tenant_id = $1 AND kind = ANY($2)`, id, ks)
+			batch.Queue(`DELETE FROM `+table+` WHERE tenant_id = $1 AND kind = ANY($2)`, id, ks)
 		}
 		switch e := env.Data.(type) {
 		case aggregate.TenantCreated:
@@ -108,7 +133,10 @@ func (s Scheduler) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.Re
 			set(TimerTrialExpiry, e.EndsAt)
 		case aggregate.TrialExtended:
 			set(TimerTrialExpiry, e.EndsAt)
-		case aggregate.TrialConverted, aggregate.TenantActivated, aggregate.TrialExpired:
+		case aggregate.TrialConverted:
+			// From TRIAL, or from a suspension for the trial's expiry.
+			clear(TimerTrialExpiry, TimerAutoResume)
+		case aggregate.TenantActivated, aggregate.TrialExpired:
 			clear(TimerTrialExpiry)
 		case aggregate.TenantSuspended:
 			if e.AutoResumeAt != nil {
@@ -117,13 +145,29 @@ func (s Scheduler) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.Re
 				clear(TimerAutoResume)
 			}
 		case aggregate.TenantResumed:
+			// Back where it was suspended from: that status's timer again
+			// (the one set before was dropped as moot if it came due
+			// meanwhile).
 			clear(TimerAutoResume)
+			if e.TrialEndsAt != nil {
+				set(TimerTrialExpiry, *e.TrialEndsAt)
+			}
+			if e.CancellationEffectiveAt != nil {
+				set(TimerCancellation, *e.CancellationEffectiveAt)
+			}
 		case aggregate.CancellationRequested:
 			set(TimerCancellation, e.EffectiveAt)
-		case aggregate.CancellationReverted, aggregate.CancellationCompleted:
+		case aggregate.CancellationReverted:
 			clear(TimerCancellation)
+			if e.TrialEndsAt != nil { // back into the trial
+				set(TimerTrialExpiry, *e.TrialEndsAt)
+			}
+		case aggregate.CancellationCompleted:
+			clear(TimerCancellation)
+		case aggregate.BillingStatusChanged:
+			dunning(e, env.OccurredAt, set, clear)
 		case aggregate.TenantTerminated:
-			clear(TimerTrialExpiry, TimerAutoResume, TimerCancellation)
+			clear(TimerTrialExpiry, TimerAutoResume, TimerCancellation, TimerPaymentOverdue, TimerPaymentRecovered)
 			set(TimerPurge, e.DataRetentionUntil)
 		case aggregate.ProvisioningFailed:
 			clear(TimerProvision)
@@ -131,7 +175,7 @@ func (s Scheduler) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.Re
 		case aggregate.TenantRestored:
 			clear(TimerPurge)
 		case aggregate.TenantPurged:
-			clear(TimerProvision, TimerTrialExpiry, TimerAutoResume, TimerCancellation, TimerPurge)
+			clear(TimerProvision, TimerTrialExpiry, TimerAutoResume, TimerCancellation, TimerPurge, TimerPaymentOverdue, TimerPaymentRecovered)
 		}
 		if cc, ok := env.Data.(aggregate.CancellationCompleted); ok {
 			set(TimerPurge, cc.DataRetentionUntil)

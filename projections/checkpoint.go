@@ -87,6 +87,7 @@ func (r *Runner) claim(ctx context.Context) (*leadership, error) {
 		    holder = CASE WHEN state = 'halted' THEN holder ELSE $2 END,
 		    state = CASE WHEN state = 'halted' THEN state ELSE 'running' END,
 		    stream_prefixes = $3,
+		    moved_by = NULL,
 		    updated_at = now()
 		WHERE name = $1
 		RETURNING leader_epoch, position_commit, position_prepare, state, coalesce(last_error, '')`,
@@ -243,7 +244,7 @@ func ReadCheckpoint(ctx context.Context, q Querier, name string) (eventstore.Pos
 func ResetCheckpoint(ctx context.Context, db DB, name string) error {
 	if _, err := db.Exec(ctx, `UPDATE projection_checkpoints
 		SET position_commit = 0, position_prepare = 0, events_processed = 0, last_event_at = NULL,
-		    leader_epoch = leader_epoch + 1, updated_at = now()
+		    leader_epoch = leader_epoch + 1, moved_by = 'reset', updated_at = now()
 		WHERE name = $1`, name); err != nil {
 		return fmt.Errorf("reset checkpoint %s: %w", name, err)
 	}

@@ -231,13 +231,13 @@ func SkipFailure(ctx context.Context, db DB, name string, eventID uuid.UUID) err
 		return fmt.Errorf("skip event %s of %s: %w", eventID, name, err)
 	}
 	if _, err := tx.Exec(ctx, `UPDATE projection_checkpoints
-		SET position_commit = $2, position_prepare = $3, leader_epoch = leader_epoch + 1, updated_at = now()
+		SET position_commit = $2, position_prepare = $3, leader_epoch = leader_epoch + 1, moved_by = 'skip-failure', updated_at = now()
 		WHERE name = $1 AND position_commit = $4 AND position_prepare = $5`,
 		name, evC, evP, priorC, priorP); err != nil {
 		return fmt.Errorf("skip event %s of %s: move checkpoint: %w", eventID, name, err)
 	}
 	if _, err := tx.Exec(ctx, `UPDATE projection_checkpoints
-		SET state = 'idle', last_error = NULL, leader_epoch = leader_epoch + 1, updated_at = now()
+		SET state = 'idle', last_error = NULL, leader_epoch = leader_epoch + 1, moved_by = 'skip-failure', updated_at = now()
 		WHERE name = $1 AND state = 'halted' AND NOT EXISTS (
 		    SELECT 1 FROM projection_failures WHERE projection = $1 AND status = 'halted')`, name); err != nil {
 		return fmt.Errorf("skip event %s of %s: clear halt: %w", eventID, name, err)

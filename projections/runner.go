@@ -254,6 +254,10 @@ func (r *Runner) Run(ctx context.Context) error {
 			return nil // only ctx ends the wait
 		}
 		progressed, err := r.lead(ctx, conn)
+		var movedBy string
+		if errors.Is(err, errFenced) {
+			movedBy = r.movedBy() // before another replica's claim clears it
+		}
 		r.release(conn)
 		if ctx.Err() != nil {
 			return nil
@@ -264,7 +268,11 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.log.Error("projection halted: fix it and retry its failures, or skip the event (RetryFailures, SkipFailure)", "err", err)
 			return fmt.Errorf("run projection %s: %w", r.name, err)
 		case errors.Is(err, errFenced):
-			r.log.Warn("lost the lead: checkpoint moved by another leader or an operator; taking it again", "err", err)
+			if movedBy != "" {
+				r.log.Info("checkpoint moved by an operator; taking the lead again from there", "by", movedBy)
+			} else {
+				r.log.Warn("lost the lead: checkpoint moved by another leader or an operator; taking it again", "err", err)
+			}
 			failures = 0
 			continue
 		}
@@ -282,6 +290,19 @@ func (r *Runner) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// movedBy says which operator's move of the checkpoint fenced this runner
+// (a rebuild's switch-over, a reset, a skip), "" if none: then another
+// leader took it.
+func (r *Runner) movedBy() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var by *string
+	if err := r.pool.QueryRow(ctx, `SELECT moved_by FROM projection_checkpoints WHERE name = $1`, r.name).Scan(&by); err != nil || by == nil {
+		return ""
+	}
+	return *by
 }
 
 // awaitLead opens a dedicated connection and polls pg_try_advisory_lock on it

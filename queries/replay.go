@@ -70,7 +70,8 @@ var ErrNotYetCreated error = &aggregate.Error{Code: aggregate.CodeNotFound, Mess
 
 // Replay folds the tenant's stream up to the end point and returns each
 // event with what it changed. An unknown tenant is ErrNotFound; an end point
-// before its creation is ErrNotYetCreated.
+// before its creation is ErrNotYetCreated; a ToVersion past the stream's last
+// event is a not-found error naming the last version (field "version").
 func (r *Replayer) Replay(ctx context.Context, id uuid.UUID, opts ReplayOptions) (Timeline, error) {
 	recs, err := r.store.ReadStream(ctx, aggregate.StreamName(id), eventstore.Forward, 0, 0)
 	if errors.Is(err, eventstore.ErrStreamNotFound) {
@@ -108,6 +109,10 @@ func (r *Replayer) Replay(ctx context.Context, id uuid.UUID, opts ReplayOptions)
 	}
 	if len(tl.Entries) == 0 {
 		return Timeline{}, ErrNotYetCreated
+	}
+	if last := envs[len(envs)-1].Version; opts.ToVersion != nil && *opts.ToVersion > last {
+		return Timeline{}, &aggregate.Error{Code: aggregate.CodeNotFound, Field: "version", Rule: "at_most_head",
+			Message: fmt.Sprintf("the tenant's stream ends at version %d: there is no version %d", last, *opts.ToVersion)}
 	}
 	if purged {
 		state.Contacts = redactedContacts(state.Contacts)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -43,8 +44,10 @@ func openOps(cmd *cobra.Command, o *options) (*app.App, error) {
 	if err != nil {
 		return nil, err
 	}
+	// PROVISIONING_MODE as serve reads it: rebuild scheduler sets provision
+	// timers only when the service provisions tenants itself.
 	a, err := app.Open(cmd.Context(), app.Config{DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, Logger: log, Version: version,
-		DataDir: o.dataDir, MasterKey: os.Getenv("TENANCY_MASTER_KEY")})
+		DataDir: o.dataDir, MasterKey: os.Getenv("TENANCY_MASTER_KEY"), ExternalProvisioning: os.Getenv("PROVISIONING_MODE") == "external"})
 	if err != nil {
 		return nil, err
 	}
@@ -53,6 +56,23 @@ func openOps(cmd *cobra.Command, o *options) (*app.App, error) {
 		return nil, fmt.Errorf("database %s is not ready (%w); is DATABASE_URL right?", app.RedactURL(o.databaseURL), err)
 	}
 	return a, nil
+}
+
+// projectionArg refuses a projection name the service does not have (or,
+// for rebuild, cannot rebuild) with exit status 2, listing the known ones.
+func projectionArg(name string, rebuild bool) error {
+	err := app.CheckProjectionName(name)
+	if err == nil && rebuild && !slices.Contains(app.RebuildableNames(), name) {
+		err = &app.UnknownProjectionError{Name: name, Known: app.RebuildableNames(), Hint: "it cannot be rebuilt; tenancy projections reset " + name + " replays it"}
+	}
+	var ue *app.UnknownProjectionError
+	if errors.As(err, &ue) {
+		if ue.Hint == "" {
+			return &exitError{code: 2, msg: fmt.Sprintf("no projection %q; the projections are %s", name, strings.Join(ue.Known, ", "))}
+		}
+		return &exitError{code: 2, msg: fmt.Sprintf("projection %q cannot be rebuilt (%s); rebuildable: %s", name, ue.Hint, strings.Join(ue.Known, ", "))}
+	}
+	return err
 }
 
 func newProjectionsCmd(o *options) *cobra.Command {
@@ -65,6 +85,11 @@ apply, or rebuild the read model beside the live one with no outage.`,
 	}
 	var asJSON bool
 	status := func(cmd *cobra.Command, args []string) error {
+		if len(args) == 1 {
+			if err := projectionArg(args[0], false); err != nil {
+				return err
+			}
+		}
 		a, err := openOps(cmd, o)
 		if err != nil {
 			return err
@@ -129,6 +154,9 @@ For read-model prefer rebuild (no outage); reset of nats-publisher re-publishes
 every event (subscribers de-duplicate within the stream's duplicate window).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := projectionArg(args[0], false); err != nil {
+				return err
+			}
 			a, err := openOps(cmd, o)
 			if err != nil {
 				return err
@@ -146,9 +174,12 @@ every event (subscribers de-duplicate within the stream's duplicate window).`,
 		Short: "Move a halted projection past an event it could not apply (recorded as skipped)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := projectionArg(args[0], false); err != nil {
+				return err
+			}
 			id, err := uuid.Parse(args[1])
 			if err != nil {
-				return fmt.Errorf("event id %q: %w", args[1], err)
+				return &exitError{code: 2, msg: fmt.Sprintf("event id %q: %v", args[1], err)}
 			}
 			a, err := openOps(cmd, o)
 			if err != nil {
@@ -167,6 +198,9 @@ every event (subscribers de-duplicate within the stream's duplicate window).`,
 		Short: "Let a halted projection try its failed events again",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := projectionArg(args[0], false); err != nil {
+				return err
+			}
 			a, err := openOps(cmd, o)
 			if err != nil {
 				return err
@@ -188,9 +222,15 @@ from the start of the feed, in batches, showing progress; when it has caught
 up it switches over in one transaction and drops the old tables. The live
 read model serves queries the whole time. Interrupted (Ctrl-C, kill), it
 resumes where it stopped when run again. Two rebuilds at once are refused.
-rebuild scheduler rebuilds the timers table (small) in one transaction.`,
+rebuild scheduler builds the timers the same way, beside the live timers table,
+which the timer worker keeps firing until the switch-over; it reads
+PROVISIONING_MODE as serve does (provision timers only in auto mode).
+Progress shows the events applied per second by this run.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := projectionArg(args[0], true); err != nil {
+				return err
+			}
 			a, err := openOps(cmd, o)
 			if err != nil {
 				return err

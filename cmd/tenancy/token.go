@@ -79,6 +79,9 @@ routes.`,
 		Example: `  curl -H "Authorization: Bearer $(tenancy token --scope tenancy:read)" localhost:8000/api/v1/tenants`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ttl <= 0 {
+				return &exitError{code: 2, msg: fmt.Sprintf("--ttl %s: must be positive (a token valid for no time is expired when minted)", ttl)}
+			}
 			s := authFromEnv()
 			secret := []byte(s.secret)
 			if s.secret == "" {

@@ -36,51 +36,79 @@ LEFT JOIN LATERAL (
 ORDER BY e.version DESC`
 )
 
+// horizonSQL is the feed's horizon in the statement's snapshot: the oldest
+// transaction of this database still running (its own included), or the
+// snapshot's xmax when none runs. Every transaction of this database below
+// it has ended, and any that has not ended, or has not started, has an id
+// at or above it, so nothing can ever be added to the events table below it.
+//
+// pg_snapshot_xmin alone is the server's oldest running transaction, in any
+// database: a transaction left open in another database (another service,
+// another test, a psql session) would hold the feed back although it cannot
+// write here. So the in-progress ids of the snapshot are taken one by one,
+// leaving out those pg_stat_activity shows running in another database. An
+// id whose database is unknown (its backend ended meanwhile, a prepared
+// transaction, a role that may not see the column) is kept: the horizon
+// errs on the side of waiting, never of skipping.
+const horizonSQL = `(SELECT least(coalesce(min(x), pg_snapshot_xmax(pg_current_snapshot())),
+		coalesce(pg_current_xact_id_if_assigned(), pg_snapshot_xmax(pg_current_snapshot())))
+	FROM pg_snapshot_xip(pg_current_snapshot()) x
+	WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+		WHERE a.backend_xid = xid(x)
+			AND a.datid <> (SELECT oid FROM pg_database WHERE datname = current_database())))`
+
+// newestSQL is the snapshot's horizon and the transaction id of the newest
+// committed event. When that event is below pg_snapshot_xmin (the usual
+// case: nothing is waiting) the server-wide xmin is the horizon, cheaply;
+// only otherwise is the per-database horizon worked out.
+const newestSQL = `
+SELECT CASE WHEN l.last_xid IS NULL OR l.last_xid < pg_snapshot_xmin(pg_current_snapshot())
+		THEN pg_snapshot_xmin(pg_current_snapshot()) ELSE ` + horizonSQL + ` END AS horizon, l.last_xid
+FROM (SELECT (SELECT transaction_id FROM events ORDER BY transaction_id DESC, position DESC LIMIT 1) AS last_xid) l`
+
 // readFeedSQL reads a page of the global feed strictly after ($1, $2), in
 // (transaction id, position) order, matching the LIKE patterns $3 (all if
 // NULL), at most $4 events (all if NULL). It reads only events whose
-// transaction id is below the snapshot's xmin: those transactions have all
-// ended, and any transaction that has not ended, or has not started, has an
-// id at or above it, so nothing can ever be added before what this returns.
+// transaction id is below the snapshot's horizon (horizonSQL): nothing can
+// ever be added before what this returns.
 //
-// From the same snapshot it returns the xmin and the transaction id of the
-// newest committed event: that one at or above xmin means committed events
-// are waiting for an older transaction to end. The outer row exists even when
-// no event is returned (the event columns are then NULL).
+// From the same snapshot it returns the horizon and the transaction id of
+// the newest committed event: that one at or above the horizon means
+// committed events are waiting for an older transaction to end. The outer
+// row exists even when no event is returned (the event columns are then NULL).
 const readFeedSQL = `
-SELECT h.xmin, h.last_xid, ` + eventColumns + `
-FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
-		(SELECT transaction_id FROM events ORDER BY transaction_id DESC, position DESC LIMIT 1) AS last_xid) h
+SELECT h.horizon, h.last_xid, ` + eventColumns + `
+FROM (` + newestSQL + `) h
 LEFT JOIN LATERAL (
 	SELECT * FROM events
 	WHERE (transaction_id, position) > ($1::xid8, $2::bigint)
-		AND transaction_id < h.xmin
+		AND transaction_id < h.horizon
 		AND ($3::text[] IS NULL OR stream LIKE ANY ($3::text[]))
 	ORDER BY transaction_id, position
 	LIMIT $4
 ) e ON true
 ORDER BY e.transaction_id, e.position`
 
-// headSQL returns the xmin, the newest committed event's transaction id and
-// the position of the last event below xmin (the last a reader can reach).
+// headSQL returns the horizon, the newest committed event's transaction id
+// and the position of the last event below the horizon (the last a reader
+// can reach).
 const headSQL = `
-SELECT h.xmin, h.last_xid, r.transaction_id, r.position
-FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
-		(SELECT transaction_id FROM events ORDER BY transaction_id DESC, position DESC LIMIT 1) AS last_xid) h
+SELECT h.horizon, h.last_xid, r.transaction_id, r.position
+FROM (` + newestSQL + `) h
 LEFT JOIN LATERAL (
 	SELECT transaction_id, position FROM events
-	WHERE transaction_id < h.xmin
+	WHERE transaction_id < h.horizon
 	ORDER BY transaction_id DESC, position DESC LIMIT 1
 ) r ON true`
 
-// xminSQL is the oldest transaction still running, the feed's horizon.
-const xminSQL = `SELECT pg_snapshot_xmin(pg_current_snapshot())`
+// xminSQL is the feed's horizon now (see horizonSQL).
+const xminSQL = `SELECT ` + horizonSQL
 
 // countAfterSQL counts what readFeedSQL would return without a limit.
 const countAfterSQL = `
-SELECT count(*) FROM events
+SELECT count(*) FROM (` + newestSQL + `) h, events
 WHERE (transaction_id, position) > ($1::xid8, $2::bigint)
-	AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+	AND transaction_id < h.horizon
 	AND ($3::text[] IS NULL OR stream LIKE ANY ($3::text[]))`
 
 // ReadStream implements eventstore.StreamReader.
@@ -201,8 +229,8 @@ func (s *Store) CountAfter(ctx context.Context, after eventstore.Position, filte
 // feedPage is one read of the feed with what the snapshot said about it.
 type feedPage struct {
 	events []eventstore.RecordedEvent
-	// xmin is the snapshot's oldest running transaction: every event below
-	// it was visible to the read.
+	// xmin is the snapshot's horizon (horizonSQL): every event below it was
+	// visible to the read.
 	xmin uint64
 	// lastXID is the transaction id of the newest committed event, 0 if none.
 	lastXID uint64

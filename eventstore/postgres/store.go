@@ -4,13 +4,14 @@
 //
 // Streams use optimistic concurrency through the unique (stream, version) key.
 // The global feed is ordered by (transaction id, position) and read only below
-// the oldest transaction still running (pg_snapshot_xmin of the current
-// snapshot). Positions are handed out when a row is inserted, not when its
+// the oldest transaction of this database still running (the snapshot's
+// in-progress ids, less those running in other databases of the server; see
+// horizonSQL). Positions are handed out when a row is inserted, not when its
 // transaction commits, so a feed ordered by position alone would let a reader
 // pass an event whose transaction commits late and never see it. Every
-// transaction below the snapshot's xmin has ended, and every transaction that
-// can still commit has a transaction id at or above it, so what the feed
-// returns is final: nothing can later appear before it.
+// transaction of the database below that horizon has ended, and every
+// transaction that can still commit has a transaction id at or above it, so
+// what the feed returns is final: nothing can later appear before it.
 //
 // Committed appends are announced on the channel tenancy_events (after their
 // commit, coalesced; see notifier for why not inside the transaction);

@@ -18,8 +18,7 @@ var errClosed = errors.New("subscription closed")
 // A subscription whose next events are committed but wait for an older
 // transaction to end pauses minWait, then twice as long each time, up to
 // maxWait (or the poll interval if shorter): the end of that transaction is
-// announced by no notification when it rolls back, wrote no event, or runs
-// in another database of the server (xmin is the server's).
+// announced by no notification when it rolls back or wrote no event.
 const (
 	minWait = 2 * time.Millisecond
 	maxWait = 100 * time.Millisecond

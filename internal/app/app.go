@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -501,30 +502,49 @@ func ProjectionNames() []string {
 	return []string{readmodel.Name, process.SchedulerName, natspub.Name}
 }
 
-// Rebuild rebuilds a projection from the start of the feed with no outage:
-// the read model blue-green (readmodel.Rebuild); the scheduler's timers
-// table, which only the timer worker reads, in one transaction.
+// Rebuild rebuilds a projection from the start of the feed with no outage,
+// blue-green: the read model (readmodel.Rebuild) and the scheduler's timers
+// (process.RebuildScheduler) are each built beside the live one and switched
+// over in one transaction. An unknown or not rebuildable name is an
+// *UnknownProjectionError.
 func (a *App) Rebuild(ctx context.Context, name string, progress func(readmodel.Progress)) error {
 	switch name {
 	case readmodel.Name:
 		return readmodel.Rebuild(ctx, a.pool, a.feed, a.catalog, readmodel.RebuildOptions{Progress: progress, Logger: a.log, Holder: a.cfg.Holder})
 	case process.SchedulerName:
-		err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `DELETE FROM timers`); err != nil {
-				return err
-			}
-			return projections.ResetCheckpoint(ctx, tx, name)
-		})
-		if err != nil {
-			return fmt.Errorf("rebuild %s: %w", name, err)
-		}
-		if progress != nil {
-			progress(readmodel.Progress{Phase: "done"})
-		}
+		return process.RebuildScheduler(ctx, a.pool, a.feed, process.RebuildOptions{AutoProvision: !a.cfg.ExternalProvisioning,
+			Progress: progress, Logger: a.log, Holder: a.cfg.Holder})
+	}
+	return &UnknownProjectionError{Name: name, Known: RebuildableNames(),
+		Hint: "for " + natspub.Name + " use tenancy projections reset, which re-publishes"}
+}
+
+// RebuildableNames are the projections Rebuild rebuilds.
+func RebuildableNames() []string { return []string{readmodel.Name, process.SchedulerName} }
+
+// UnknownProjectionError names a projection that does not exist (or cannot
+// be operated on so), with the ones that can.
+type UnknownProjectionError struct {
+	Name  string
+	Known []string
+	Hint  string
+}
+
+func (e *UnknownProjectionError) Error() string {
+	msg := fmt.Sprintf("no projection %q; known: %s", e.Name, strings.Join(e.Known, ", "))
+	if e.Hint != "" {
+		msg += " (" + e.Hint + ")"
+	}
+	return msg
+}
+
+// CheckProjectionName returns an *UnknownProjectionError unless name is
+// one of ProjectionNames.
+func CheckProjectionName(name string) error {
+	if slices.Contains(ProjectionNames(), name) {
 		return nil
 	}
-	return fmt.Errorf("rebuild %q: unknown or not rebuildable projection (rebuildable: %s, %s); for nats-publisher use reset, which re-publishes",
-		name, readmodel.Name, process.SchedulerName)
+	return &UnknownProjectionError{Name: name, Known: ProjectionNames()}
 }
 
 // observeBatch records and logs one committed projection batch.

@@ -45,8 +45,9 @@ type serviceOptions struct {
 	// noProjections runs the API alone: no projection, timer or NATS.
 	noProjections bool
 	// databaseURL is the service's database (default: a fresh one on the
-	// test server).
-	databaseURL string
+	// test server), so that two instances can share one; holder names the
+	// instance.
+	databaseURL, holder string
 	// logLevel is the lowest level logged (default debug); benchmarks log
 	// as production does, at info.
 	logLevel slog.Level
@@ -58,11 +59,11 @@ type serviceOptions struct {
 type service struct {
 	t      testing.TB
 	app    *app.App
+	dbURL  string
 	base   string
 	client *http.Client
 	logs   *logBuffer
 	nats   string
-	dbURL  string
 }
 
 // startService runs the service until the test ends. Provisioning is
@@ -83,6 +84,7 @@ func startService(t testing.TB, o serviceOptions) *service {
 	}
 	cfg := app.Config{
 		DatabaseURL:          o.databaseURL,
+		Holder:               o.holder,
 		HTTPAddr:             "127.0.0.1:0",
 		Migrate:              true,
 		Projections:          !o.noProjections,

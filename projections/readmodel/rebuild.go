@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"regexp"
 	"strings"
@@ -25,25 +24,10 @@ const RebuildName = Name + ".rebuild"
 var ShadowTables = Tables{Tenants: "tenants_rebuild", TenantEvents: "tenant_events_rebuild"}
 
 // ErrRebuildRunning: another rebuild of the read model holds the rebuild lock.
-var ErrRebuildRunning = errors.New("a rebuild of the read model is already running")
+var ErrRebuildRunning = fmt.Errorf("%s: %w", Name, projections.ErrRebuildRunning)
 
 // Progress is how far a rebuild has come.
-type Progress struct {
-	Phase     string        `json:"phase"` // building | switching | done
-	Processed int64         `json:"processed"`
-	Total     int64         `json:"total"`
-	Rate      float64       `json:"events_per_second"`
-	ETA       time.Duration `json:"eta"`
-	Resumed   bool          `json:"resumed"`
-}
-
-// Percent is Processed as a share of Total.
-func (p Progress) Percent() float64 {
-	if p.Total == 0 {
-		return 100
-	}
-	return 100 * float64(p.Processed) / float64(p.Total)
-}
+type Progress = projections.RebuildProgress
 
 // RebuildOptions tune a rebuild.
 type RebuildOptions struct {
@@ -53,11 +37,6 @@ type RebuildOptions struct {
 	Logger        *slog.Logger
 	// Holder names this process in the rebuild's checkpoint row.
 	Holder string
-}
-
-// Counter counts the feed's events after a position (the Postgres store does).
-type Counter interface {
-	CountAfter(ctx context.Context, after eventstore.Position, filter eventstore.Filter) (int64, error)
 }
 
 // Rebuild builds a new read model beside the live one, from the start of the
@@ -72,15 +51,15 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, feed projections.Feed, cat
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.ProgressEvery <= 0 {
-		opts.ProgressEvery = time.Second
-	}
 	report := func(p Progress) {
 		if opts.Progress != nil {
 			opts.Progress(p)
 		}
 	}
-	unlock, err := lockRebuild(ctx, pool)
+	unlock, err := projections.LockRebuild(ctx, pool, Name)
+	if errors.Is(err, projections.ErrRebuildRunning) {
+		return ErrRebuildRunning
+	}
 	if err != nil {
 		return err
 	}
@@ -91,106 +70,23 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, feed projections.Feed, cat
 		return err
 	}
 	p := NewInto(cat, RebuildName, ShadowTables)
-	var total int64
-	counter, canCount := feed.(Counter)
-	if canCount {
-		total, err = counter.CountAfter(ctx, eventstore.Start, p.Filter())
-		switch {
-		case errors.Is(err, eventstore.ErrCannotCount):
-			total = 0 // unknown (EventStoreDB): progress shows events done, the lag the rest
-		case err != nil:
-			return fmt.Errorf("rebuild: count events: %w", err)
-		}
+	res, err := projections.CatchUp(ctx, pool, feed, p, projections.CatchUpOptions{Progress: opts.Progress,
+		ProgressEvery: opts.ProgressEvery, Logger: opts.Logger, Holder: opts.Holder, Resumed: resumed})
+	if err != nil {
+		return err
 	}
-
-	// Build: run the projector into the shadow tables until it is caught up.
-	rctx, stop := context.WithCancel(ctx)
-	// Asynchronous commit is safe here as for any in-database projection:
-	// the shadow tables and the rebuild's checkpoint are lost together.
-	runner := projections.NewRunner(pool, feed, p, projections.Options{Logger: opts.Logger, Holder: opts.Holder,
-		LockPollInterval: 50 * time.Millisecond, AsynchronousCommit: true})
-	done := make(chan error, 1)
-	go func() { done <- runner.Run(rctx) }()
-	started := time.Now()
-	var startProcessed int64 = -1
-	for {
-		select {
-		case err := <-done:
-			stop()
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("rebuild stopped: %w", err)
-		case <-time.After(opts.ProgressEvery):
-		case <-ctx.Done():
-			stop()
-			<-done
-			return ctx.Err()
-		}
-		st, err := projections.Status(ctx, pool, feed, RebuildName)
-		if err != nil {
-			stop()
-			<-done
-			return err
-		}
-		processed := st.EventsProcessed
-		if startProcessed < 0 {
-			startProcessed = processed
-		}
-		pr := Progress{Phase: "building", Processed: processed, Total: max(total, processed+st.LagEvents), Resumed: resumed}
-		if secs := time.Since(started).Seconds(); secs > 0 {
-			pr.Rate = float64(processed-startProcessed) / secs
-			if pr.Rate > 0 {
-				pr.ETA = time.Duration(float64(st.LagEvents) / pr.Rate * float64(time.Second))
-			}
-		}
-		report(pr)
-		if st.State == projections.StateHalted {
-			stop()
-			<-done
-			return fmt.Errorf("rebuild halted on an event: %s (see projection_failures for %s)", st.LastError, RebuildName)
-		}
-		if st.LagEvents == 0 && st.EventsProcessed > 0 || st.LagEvents == 0 && total == 0 {
-			break
-		}
-	}
-	stop()
-	if err := <-done; err != nil {
-		return fmt.Errorf("rebuild: %w", err)
-	}
-
-	report(Progress{Phase: "indexing", Processed: total, Total: total})
+	total, rate := res.Total, res.Rate()
+	report(Progress{Phase: "indexing", Processed: total, Total: total, Rate: rate, Resumed: resumed})
 	if err := buildIndexes(ctx, pool); err != nil {
 		return err
 	}
-	report(Progress{Phase: "switching", Processed: total, Total: total})
+	report(Progress{Phase: "switching", Processed: total, Total: total, Rate: rate, Resumed: resumed})
 	if err := switchOver(ctx, pool, feed, p); err != nil {
 		return err
 	}
-	report(Progress{Phase: "done", Processed: total, Total: total})
-	opts.Logger.InfoContext(ctx, "read model rebuilt and switched over", "events", total, "took", time.Since(started))
+	report(Progress{Phase: "done", Processed: total, Total: total, Rate: rate, Resumed: resumed})
+	opts.Logger.InfoContext(ctx, "read model rebuilt and switched over", "events", total, "events_per_second", rate, "took", res.Took)
 	return nil
-}
-
-// lockRebuild takes the rebuild's advisory lock on a connection of its own.
-func lockRebuild(ctx context.Context, pool *pgxpool.Pool) (func(), error) {
-	conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig)
-	if err != nil {
-		return nil, fmt.Errorf("rebuild: %w", err)
-	}
-	h := fnv.New64a()
-	h.Write([]byte("tenancy.rebuild\x00" + Name))
-	key := int64(h.Sum64())
-	var ok bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil {
-		conn.Close(ctx)
-		return nil, fmt.Errorf("rebuild lock: %w", err)
-	}
-	if !ok {
-		conn.Close(ctx)
-		return nil, ErrRebuildRunning
-	}
-	return func() { conn.Close(context.Background()) }, nil
 }
 
 // prepareShadow creates the shadow tables, or keeps them to resume a rebuild
@@ -281,11 +177,8 @@ func switchOver(ctx context.Context, pool *pgxpool.Pool, feed eventstore.FeedRea
 		}
 		// The live runner must continue from where the new tables stand; the
 		// raised epoch fences it, so it takes the lead again from here.
-		if _, err := tx.Exec(ctx, `UPDATE projection_checkpoints
-			SET position_commit = $2, position_prepare = $3, events_processed = $4, leader_epoch = leader_epoch + 1,
-			    state = CASE WHEN state = 'halted' THEN 'idle' ELSE state END, last_error = NULL, updated_at = now()
-			WHERE name = $1`, Name, int64(pos.Commit), int64(pos.Prepare), processed); err != nil {
-			return fmt.Errorf("switch: move live checkpoint: %w", err)
+		if err := projections.MoveCheckpoint(ctx, tx, Name, pos, processed, "rebuild"); err != nil {
+			return fmt.Errorf("switch: %w", err)
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM projection_checkpoints WHERE name = $1`, RebuildName); err != nil {
 			return fmt.Errorf("switch: %w", err)
