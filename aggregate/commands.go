@@ -76,6 +76,15 @@ type ExpireTrial struct{}
 // by an administrator).
 type Activate struct{}
 
+// MakeActive is the original service's "activate": bring the tenant to
+// where it serves, whatever it needs from where it is. It completes
+// provisioning (converting the trial that starts), converts a trial,
+// resumes a suspension (to where the tenant was), and changes nothing on a
+// tenant that is already ACTIVE. One command, so the steps apply together
+// or not at all. It carries the name activate, so a refusal names the verb
+// the client used.
+type MakeActive struct{}
+
 // Suspend suspends a tenant.
 type Suspend struct {
 	Reason SuspensionReason
@@ -143,8 +152,12 @@ type ChangeEdition struct{ Edition Edition }
 // Rename changes the tenant's name.
 type Rename struct{ Name string }
 
-// UpdateProfile replaces the parts of the profile that are not nil.
+// UpdateProfile replaces the parts of the profile that are not nil. A Name
+// renames the tenant in the same command (PATCH with a name and a profile
+// is one command: all of it applies, or none); a name equal to the current
+// one is no change.
 type UpdateProfile struct {
+	Name                *string
 	Contacts            *[]Contact
 	Metadata            *map[string]string
 	Labels              *map[string]string
@@ -184,6 +197,7 @@ func (ExtendTrial) CommandName() CommandName          { return CmdExtendTrial }
 func (ConvertTrial) CommandName() CommandName         { return CmdConvertTrial }
 func (ExpireTrial) CommandName() CommandName          { return CmdExpireTrial }
 func (Activate) CommandName() CommandName             { return CmdActivate }
+func (MakeActive) CommandName() CommandName           { return CmdActivate }
 func (Suspend) CommandName() CommandName              { return CmdSuspend }
 func (Resume) CommandName() CommandName               { return CmdResume }
 func (Cancel) CommandName() CommandName               { return CmdCancel }
@@ -221,6 +235,9 @@ func (t *Tenant) Decide(cmd Command, now time.Time, cat *Catalog) ([]Event, erro
 	}
 	if !t.Exists() {
 		return nil, &Error{Code: CodeNotFound, Message: "tenant not found", Command: cmd.CommandName()}
+	}
+	if _, ok := cmd.(MakeActive); ok {
+		return t.decideMakeActive(now, cat)
 	}
 	if !Accepts(t.Status, cmd.CommandName()) {
 		return nil, refuse(t.Status, cmd.CommandName())
@@ -489,6 +506,11 @@ func (t *Tenant) decideChangeEdition(c ChangeEdition, cat *Catalog) ([]Event, er
 
 func (t *Tenant) decideUpdateProfile(c UpdateProfile) []Event {
 	var out []Event
+	if c.Name != nil {
+		if name, _ := ValidateName("name", *c.Name); name != t.Name {
+			out = append(out, TenantRenamed{From: t.Name, To: name, NormalizedName: NormalizeName(name)})
+		}
+	}
 	if c.Contacts != nil && !slices.Equal(*c.Contacts, t.Contacts) {
 		out = append(out, ContactsUpdated{Contacts: nonNil(*c.Contacts)})
 	}
@@ -633,8 +655,13 @@ func validate(cmd Command, now time.Time) error {
 		_, err := ValidateName("name", c.Name)
 		return err
 	case UpdateProfile:
-		if c.Contacts == nil && c.Metadata == nil && c.Labels == nil && c.ComplianceStandards == nil {
-			return Invalid("body", "at_least_one_field", "give at least one of contacts, metadata, labels, compliance_standards")
+		if c.Name == nil && c.Contacts == nil && c.Metadata == nil && c.Labels == nil && c.ComplianceStandards == nil {
+			return Invalid("body", "at_least_one_field", "give at least one of name, contacts, metadata, labels, compliance_standards")
+		}
+		if c.Name != nil {
+			if _, err := ValidateName("name", *c.Name); err != nil {
+				return err
+			}
 		}
 		return validateProfile(c.Contacts, c.Metadata, c.Labels, c.ComplianceStandards)
 	case SetOverride:
@@ -779,4 +806,36 @@ func nonNilMap(m map[string]string) map[string]string {
 		return map[string]string{}
 	}
 	return maps.Clone(m)
+}
+
+// decideMakeActive decides MakeActive as the steps it takes from the
+// tenant's status, each decided on the state the one before leaves.
+func (t *Tenant) decideMakeActive(now time.Time, cat *Catalog) ([]Event, error) {
+	var steps []Command
+	switch t.Status {
+	case StatusActive:
+		return nil, nil
+	case StatusProvisioning:
+		steps = []Command{CompleteProvisioning{}, Activate{}}
+	case StatusSuspended:
+		steps = []Command{Resume{}}
+	default:
+		steps = []Command{Activate{}}
+	}
+	state := t.Clone()
+	var out []Event
+	for _, step := range steps {
+		if state.Status == StatusActive {
+			break
+		}
+		events, err := state.Decide(step, now, cat)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range events {
+			state.Apply(Envelope{Type: e.EventType(), Version: state.Version + 1, OccurredAt: now, Data: e})
+		}
+		out = append(out, events...)
+	}
+	return out, nil
 }

@@ -180,48 +180,15 @@ func (s *Server) patchTenant(c echo.Context) error {
 	if err := decodeBody(c, &req); err != nil {
 		return err
 	}
-	profile := aggregate.UpdateProfile{Contacts: req.Contacts, Metadata: req.Metadata, Labels: req.Labels, ComplianceStandards: req.ComplianceStandards}
-	hasProfile := req.Contacts != nil || req.Metadata != nil || req.Labels != nil || req.ComplianceStandards != nil
-	if req.Name == nil && !hasProfile {
+	if req.Name == nil && req.Contacts == nil && req.Metadata == nil && req.Labels == nil && req.ComplianceStandards == nil {
 		return invalidField("body", "at_least_one_field", "Give at least one of name, contacts, metadata, labels, compliance_standards.")
 	}
-	id, err := s.tenantRef(c)
-	if err != nil {
-		return err
+	var cmd aggregate.Command = aggregate.UpdateProfile{Name: req.Name, Contacts: req.Contacts, Metadata: req.Metadata,
+		Labels: req.Labels, ComplianceStandards: req.ComplianceStandards}
+	if req.Contacts == nil && req.Metadata == nil && req.Labels == nil && req.ComplianceStandards == nil {
+		cmd = aggregate.Rename{Name: *req.Name} // a name alone: a rename, refused when it changes nothing
 	}
-	if req.Name == nil {
-		return s.executeOn(c, id, profile)
-	}
-	if !hasProfile {
-		return s.executeOn(c, id, aggregate.Rename{Name: *req.Name})
-	}
-	// Both: check the profile change against the current state first, so a
-	// refused profile does not leave a half-applied rename behind.
-	t, _, err := s.deps.Commands.Load(c.Request().Context(), id)
-	if err != nil {
-		return err
-	}
-	if _, err := t.Decide(profile, s.deps.Now(), s.deps.Catalog); err != nil {
-		return err
-	}
-	expected, err := ifMatch(c)
-	if err != nil {
-		return err
-	}
-	first, err := s.deps.Commands.Execute(c.Request().Context(), commands.Request{TenantID: id, Command: aggregate.Rename{Name: *req.Name},
-		ExpectedVersion: expected, Identity: subIdentity(c, "rename"), Metadata: s.metadata(c)})
-	if err != nil {
-		return err
-	}
-	res, err := s.deps.Commands.Execute(c.Request().Context(), commands.Request{TenantID: id, Command: profile,
-		Identity: subIdentity(c, "profile"), Metadata: s.metadata(c)})
-	if err != nil {
-		return err
-	}
-	if len(res.Events) == 0 {
-		res.Position = first.Position
-	}
-	return s.respond(c, http.StatusOK, res)
+	return s.execute(c, cmd)
 }
 
 func (s *Server) runVerb(v verb) echo.HandlerFunc {
@@ -456,36 +423,12 @@ func (s *Server) legacySuspend(c echo.Context) error {
 	return s.execute(c, aggregate.Suspend{Reason: req.Reason, Severity: req.Severity, Note: req.Note, AutoResumeAt: req.AutoResumeAt})
 }
 
-// legacyActivate keeps the original "activate" meaning "make it ACTIVE":
-// it completes provisioning (and converts the trial that starts), converts a
-// trial, or resumes a suspension, as the tenant's status needs. A resume
-// returns the tenant to where it was suspended from: a suspended trial is a
-// trial again (or, ended, refused), never a paid tenant by the back door.
+// legacyActivate keeps the original "activate" meaning "make it ACTIVE",
+// as one command (aggregate.MakeActive): completing provisioning,
+// converting a trial or resuming, as the tenant's status needs; nothing on
+// a tenant already ACTIVE (200 with it unchanged).
 func (s *Server) legacyActivate(c echo.Context) error {
-	id, err := s.tenantRef(c)
-	if err != nil {
-		return err
-	}
-	t, _, err := s.deps.Commands.Load(c.Request().Context(), id)
-	if err != nil {
-		return err
-	}
-	switch t.Status {
-	case aggregate.StatusProvisioning:
-		res, err := s.deps.Commands.Execute(c.Request().Context(), commands.Request{TenantID: id, Command: aggregate.CompleteProvisioning{},
-			Identity: subIdentity(c, "provision"), Metadata: s.metadata(c)})
-		if err != nil {
-			return err
-		}
-		if res.Tenant.Status == aggregate.StatusActive {
-			return s.respond(c, http.StatusOK, res)
-		}
-		return s.executeOn(c, id, aggregate.Activate{})
-	case aggregate.StatusSuspended:
-		return s.executeOn(c, id, aggregate.Resume{})
-	default:
-		return s.executeOn(c, id, aggregate.Activate{})
-	}
+	return s.execute(c, aggregate.MakeActive{})
 }
 
 // ---- query parameters ----
