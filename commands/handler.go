@@ -232,6 +232,14 @@ func (h *Handler) Execute(ctx context.Context, req Request) (res Result, err err
 			attempt-- // not a conflict with another writer: read and decide again
 			continue
 		}
+		if _, refused := aggregate.AsError(err); refused && req.Identity != nil {
+			// A copy of this request may have been written between the
+			// look-up above and this decision, which it then refuses (a
+			// second suspend): its outcome is the answer.
+			if dup, ok, lerr := h.applied(ctx, req); ok || lerr != nil {
+				return dup, lerr
+			}
+		}
 		if !conflict {
 			return res, err
 		}

@@ -75,6 +75,9 @@ type options struct {
 	natsWindow    time.Duration
 	bodyTimeout   time.Duration
 	reqTimeout    time.Duration
+	// From the environment only (secrets stay out of flags and ps):
+	masterKey string       // TENANCY_MASTER_KEY
+	auth      authSettings // JWT_*
 }
 
 func env(name, def string) string {
@@ -94,7 +97,9 @@ func envDuration(name string, def time.Duration) time.Duration {
 }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
-	o := &options{}
+	// The configuration is read here, once: flags with their environment
+	// defaults below, and the secrets, which only the environment holds.
+	o := &options{masterKey: os.Getenv("TENANCY_MASTER_KEY"), auth: authFromEnv(), provisioning: env("PROVISIONING_MODE", "auto")}
 	root := &cobra.Command{
 		Use:   "tenancy",
 		Short: "Event-sourced tenancy service: the system of record for tenant organizations",
@@ -157,7 +162,7 @@ projection runs on one replica at a time; others take over when it stops.`,
 				return err
 			}
 			a, err := app.Open(cmd.Context(), app.Config{DatabaseURL: o.databaseURL, Migrate: true, Logger: log, Version: version,
-				DataDir: o.dataDir, MasterKey: os.Getenv("TENANCY_MASTER_KEY")})
+				DataDir: o.dataDir, MasterKey: o.masterKey})
 			if err != nil {
 				return err
 			}
@@ -251,7 +256,7 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 	}
 	cfg := app.Config{
 		ExternalProvisioning: o.provisioning == "external",
-		DataDir:              o.dataDir, MasterKey: os.Getenv("TENANCY_MASTER_KEY"), TracerProvider: tp,
+		DataDir:              o.dataDir, MasterKey: o.masterKey, TracerProvider: tp,
 		NATSURL: o.natsURL, NATSListen: o.natsListen, NATSStoreDir: o.natsStoreDir,
 		NATSStream:  natspub.StreamOptions{DuplicateWindow: o.natsWindow},
 		DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr, Listener: listener,

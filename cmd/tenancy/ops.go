@@ -47,7 +47,7 @@ func openOps(cmd *cobra.Command, o *options) (*app.App, error) {
 	// PROVISIONING_MODE as serve reads it: rebuild scheduler sets provision
 	// timers only when the service provisions tenants itself.
 	a, err := app.Open(cmd.Context(), app.Config{DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, Logger: log, Version: version,
-		DataDir: o.dataDir, MasterKey: os.Getenv("TENANCY_MASTER_KEY"), ExternalProvisioning: os.Getenv("PROVISIONING_MODE") == "external"})
+		DataDir: o.dataDir, MasterKey: o.masterKey, ExternalProvisioning: o.provisioning == "external"})
 	if err != nil {
 		return nil, err
 	}

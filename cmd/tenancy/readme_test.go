@@ -298,6 +298,14 @@ func (e *readmeEnv) check(c readmeCommand, line, out string, err error, admin st
 			t.Errorf("%s: its token answers %d", line, res.StatusCode)
 		}
 		return
+	case strings.HasPrefix(line, "tenancy projections status bogus"):
+		// an unknown projection: exit 2 naming the known ones, as shown.
+		for _, want := range []string{`no projection "bogus"`, "read-model, scheduler, nats-publisher", "exit 2"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s: the output lacks %q:\n%s", line, want, out)
+			}
+		}
+		return
 	case strings.HasSuffix(line, `echo "exit $?"`):
 		// verify after the drift: differences, exit 1, as shown.
 		for _, want := range []string{"plan_tier: expected professional, found free", "read model differs", "exit 1"} {

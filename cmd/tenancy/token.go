@@ -38,7 +38,7 @@ func adminTokenPath(o *options) string { return filepath.Join(o.dataDir, "admin.
 // JWT_JWKS_URL it generates a secret into the data folder and writes a ready
 // admin token beside it, saying where.
 func verifier(ctx context.Context, o *options, log *slog.Logger) (*auth.Verifier, error) {
-	s := authFromEnv()
+	s := o.auth
 	cfg := auth.Config{JWKSURL: s.jwksURL, Issuer: s.issuer, Audience: s.audience}
 	switch {
 	case s.secret != "":
@@ -82,7 +82,7 @@ routes.`,
 			if ttl <= 0 {
 				return &exitError{code: 2, msg: fmt.Sprintf("--ttl %s: must be positive (a token valid for no time is expired when minted)", ttl)}
 			}
-			s := authFromEnv()
+			s := o.auth
 			secret := []byte(s.secret)
 			if s.secret == "" {
 				b, err := os.ReadFile(secretPath(o))
