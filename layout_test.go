@@ -16,7 +16,7 @@ const module = "github.com/tenancyhq/tenancy/"
 // matched by prefix ("eventstore" covers its adapters). Nothing imports a
 // room above it: the aggregate knows nobody, the ports and leaves know the
 // aggregate at most, commands and projections know the log, the API knows
-// commands and queries, and only the composition root (internal/app) and
+// commands and queries, and only the composition root (service) and
 // the binary see everything.
 var mayImport = map[string][]string{
 	"aggregate":           nil,
@@ -35,7 +35,7 @@ var mayImport = map[string][]string{
 	"process":             {"aggregate", "eventstore", "tenantlog", "commands", "projections"},
 	"queries":             {"aggregate", "eventstore", "tenantlog"},
 	"httpapi":             {"aggregate", "eventstore", "commands", "queries", "internal/auth", "internal/pgerr", "internal/tracing"},
-	"internal/app":        {"*"},
+	"service":             {"*"},
 	"cmd":                 {"*"},
 }
 

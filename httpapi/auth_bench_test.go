@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/tenancyhq/tenancy/httpapi"
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/auth"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 // authBenchTurn is how many GETs a server serves before the other takes
@@ -131,7 +131,7 @@ func BenchmarkGETAuth(b *testing.B) {
 // authentication), and returns its base URL.
 func benchAPI(b *testing.B, dbURL, dataDir string, v httpapi.Verifier) string {
 	b.Helper()
-	a, err := app.Open(context.Background(), app.Config{DatabaseURL: dbURL, HTTPAddr: "127.0.0.1:0", DataDir: dataDir, Auth: v})
+	a, err := service.Open(context.Background(), service.Config{DatabaseURL: dbURL, HTTPAddr: "127.0.0.1:0", DataDir: dataDir, Auth: v})
 	if err != nil {
 		b.Fatal(err)
 	}

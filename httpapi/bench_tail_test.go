@@ -9,8 +9,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 // BenchmarkHTTPCommandsTail is BenchmarkHTTP's command phase beside the raw
@@ -31,7 +31,7 @@ func BenchmarkHTTPCommandsTail(b *testing.B) {
 	dbURL, dataDir := pgtest.NewDatabase(b), b.TempDir()
 	ids := benchTenants(b, dbURL, dataDir)
 
-	a, err := app.Open(ctx, app.Config{DatabaseURL: dbURL, HTTPAddr: "127.0.0.1:0", DataDir: dataDir})
+	a, err := service.Open(ctx, service.Config{DatabaseURL: dbURL, HTTPAddr: "127.0.0.1:0", DataDir: dataDir})
 	if err != nil {
 		b.Fatal(err)
 	}

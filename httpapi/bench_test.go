@@ -17,8 +17,8 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/eventstore"
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 // benchClients is the number of concurrent clients of every phase.
@@ -45,7 +45,7 @@ func BenchmarkHTTP(b *testing.B) {
 	dbURL, dataDir := pgtest.NewDatabase(b), b.TempDir()
 	ids := benchTenants(b, dbURL, dataDir)
 
-	a, err := app.Open(ctx, app.Config{DatabaseURL: dbURL, HTTPAddr: "127.0.0.1:0", DataDir: dataDir})
+	a, err := service.Open(ctx, service.Config{DatabaseURL: dbURL, HTTPAddr: "127.0.0.1:0", DataDir: dataDir})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func BenchmarkHTTP(b *testing.B) {
 func benchTenants(b *testing.B, dbURL, dataDir string) []string {
 	b.Helper()
 	ctx := context.Background()
-	a, err := app.Open(ctx, app.Config{DatabaseURL: dbURL, Migrate: true, Projections: true, ExternalProvisioning: true, DataDir: dataDir})
+	a, err := service.Open(ctx, service.Config{DatabaseURL: dbURL, Migrate: true, Projections: true, ExternalProvisioning: true, DataDir: dataDir})
 	if err != nil {
 		b.Fatal(err)
 	}

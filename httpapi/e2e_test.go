@@ -11,7 +11,7 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/eventstore"
-	"github.com/tenancyhq/tenancy/internal/app"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 var externalIDPattern = regexp.MustCompile(`^ORG-[0-9A-F]{8}$`)
@@ -21,7 +21,7 @@ var externalIDPattern = regexp.MustCompile(`^ORG-[0-9A-F]{8}$`)
 // configuration (it provisions tenants itself).
 func TestOriginalServiceExampleCreatesAnOrganization(t *testing.T) {
 	t.Parallel()
-	s := startServiceWith(t, app.Config{})
+	s := startServiceWith(t, service.Config{})
 	r := s.must(201, "POST", "/organizations", `{"name": "Test Corp", "edition": "professional", "region": "us-east-1"}`)
 	org := r.json(t)
 	id, _ := org["id"].(string)
@@ -56,7 +56,7 @@ func TestOriginalServiceExampleCreatesAnOrganization(t *testing.T) {
 // X-Consistency-Token.
 type tenantClient struct {
 	t       *testing.T
-	s       *service
+	s       *testService
 	id      string
 	version int
 	// token is the consistency token of the last command.
@@ -132,7 +132,7 @@ func TestTenantLivesItsWholeLifeOverHTTP(t *testing.T) {
 
 // tenantLivesItsWholeLife is the lifecycle walk, on whichever service (and
 // event store) it is given; it returns the tenant's id.
-func tenantLivesItsWholeLife(t *testing.T, s *service) string {
+func tenantLivesItsWholeLife(t *testing.T, s *testService) string {
 	c := &tenantClient{t: t, s: s}
 	base := func() string { return "/api/v1/tenants/" + c.id }
 

@@ -14,8 +14,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tenancyhq/tenancy/eventstore"
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/auth"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 // TestJSONBodiesWithInvalidUTF8OrDuplicateMembersAreRefused: what
@@ -126,7 +126,7 @@ func TestASlowlyDribbledBodyIsCut(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			s := startServiceWith(t, app.Config{ExternalProvisioning: true, Auth: v, HTTPBodyTimeout: tc.body, HTTPRequestTimeout: tc.request})
+			s := startServiceWith(t, service.Config{ExternalProvisioning: true, Auth: v, HTTPBodyTimeout: tc.body, HTTPRequestTimeout: tc.request})
 			var headers []string
 			if tc.authorization {
 				headers = []string{"Authorization", "Bearer " + tok}
@@ -214,7 +214,7 @@ func TestTokenTimeClaimsAreStrictOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := startServiceWith(t, app.Config{ExternalProvisioning: true, Auth: v})
+	s := startServiceWith(t, service.Config{ExternalProvisioning: true, Auth: v})
 	now := time.Now()
 	for _, tc := range []struct {
 		name   string

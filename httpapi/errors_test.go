@@ -12,7 +12,7 @@ import (
 )
 
 // createTenant makes a tenant over HTTP and returns its id and consistency token.
-func (s *service) createTenant(name string) (string, string) {
+func (s *testService) createTenant(name string) (string, string) {
 	s.t.Helper()
 	r := s.must(201, "POST", "/api/v1/tenants", map[string]any{"name": name, "edition": "professional", "region": "us-east-1"})
 	return r.json(s.t)["id"].(string), r.header.Get("X-Consistency-Token")

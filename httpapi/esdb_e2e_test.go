@@ -9,10 +9,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tenancyhq/tenancy/eventstore/esdb/esdbtest"
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/natsserver"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 	"github.com/tenancyhq/tenancy/projections/natspub"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 // TestServiceOnEventStoreDB runs the whole service with EVENTSTORE_URL
@@ -25,7 +25,7 @@ func TestServiceOnEventStoreDB(t *testing.T) {
 	es := esdbtest.Start(t, esdbtest.Options{})
 	natsURL := natsserver.StartTest(t)
 	dbURL := pgtest.NewDatabase(t)
-	cfg := app.Config{ExternalProvisioning: true, EventStoreURL: es.URL(), NATSURL: natsURL, DatabaseURL: dbURL}
+	cfg := service.Config{ExternalProvisioning: true, EventStoreURL: es.URL(), NATSURL: natsURL, DatabaseURL: dbURL}
 
 	s := startServiceWith(t, cfg)
 	id := tenantLivesItsWholeLife(t, s)
@@ -68,10 +68,10 @@ func TestServiceOnEventStoreDB(t *testing.T) {
 	}
 }
 
-func lagOf(t *testing.T, a *app.App) int64 {
+func lagOf(t *testing.T, a *service.App) int64 {
 	t.Helper()
 	var total int64
-	for _, name := range app.ProjectionNames() {
+	for _, name := range service.ProjectionNames() {
 		st, err := statusOf(a, name)
 		if err != nil {
 			t.Fatal(err)
@@ -103,7 +103,7 @@ func streamMessages(t *testing.T, url string) uint64 {
 	return info.State.Msgs
 }
 
-func statusOf(a *app.App, name string) (int64, error) {
+func statusOf(a *service.App, name string) (int64, error) {
 	return a.ProjectionLag(context.Background(), name)
 }
 
@@ -112,7 +112,7 @@ func statusOf(a *app.App, name string) (int64, error) {
 func TestRebuildOnEventStoreDB(t *testing.T) {
 	t.Parallel()
 	es := esdbtest.Start(t, esdbtest.Options{})
-	s := startServiceWith(t, app.Config{ExternalProvisioning: true, EventStoreURL: es.URL()})
+	s := startServiceWith(t, service.Config{ExternalProvisioning: true, EventStoreURL: es.URL()})
 	for _, name := range []string{"Rebuild One", "Rebuild Two"} {
 		s.must(201, "POST", "/api/v1/tenants", map[string]any{"name": name, "edition": "free", "region": "us-east-1"})
 	}

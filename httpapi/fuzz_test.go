@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/tenancyhq/tenancy/aggregate"
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 // fuzzRoutes are the routes with a request body or parameters to decode, with
@@ -159,10 +159,10 @@ type fuzzService struct {
 func fuzzTarget(f *testing.F) *fuzzService {
 	f.Helper()
 	ctx := context.Background()
-	a, err := app.Open(ctx, app.Config{DatabaseURL: pgtest.NewDatabase(f), HTTPAddr: "127.0.0.1:0", Migrate: true, Projections: true,
+	a, err := service.Open(ctx, service.Config{DatabaseURL: pgtest.NewDatabase(f), HTTPAddr: "127.0.0.1:0", Migrate: true, Projections: true,
 		ConsistencyWait: 20 * time.Millisecond, ExternalProvisioning: true, DataDir: f.TempDir()})
 	if err != nil {
-		f.Fatalf("app.Open: %v", err)
+		f.Fatalf("service.Open: %v", err)
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)

@@ -15,15 +15,15 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/commands"
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 // service is the whole tenancy service running in-process on a fresh
 // database, listening on a loopback port.
-type service struct {
+type testService struct {
 	t      testing.TB
-	app    *app.App
+	app    *service.App
 	base   string
 	client *http.Client
 	// dbURL is the service's database.
@@ -35,7 +35,7 @@ type service struct {
 }
 
 // wait waits (at most timeout) for Run to return and reports what it returned.
-func (s *service) wait(timeout time.Duration) (error, bool) {
+func (s *testService) wait(timeout time.Duration) (error, bool) {
 	select {
 	case <-s.done:
 		return s.runErr, true
@@ -47,12 +47,12 @@ func (s *service) wait(timeout time.Duration) (error, bool) {
 // startService opens the service on a new database (migrations applied,
 // projections running) and serves it until the test ends. Provisioning is
 // external, so tenants stay in PROVISIONING until the test completes it.
-func startService(t testing.TB) *service {
+func startService(t testing.TB) *testService {
 	t.Helper()
-	return startServiceWith(t, app.Config{ExternalProvisioning: true})
+	return startServiceWith(t, service.Config{ExternalProvisioning: true})
 }
 
-func startServiceWith(t testing.TB, cfg app.Config) *service {
+func startServiceWith(t testing.TB, cfg service.Config) *testService {
 	t.Helper()
 	if cfg.DatabaseURL == "" {
 		cfg.DatabaseURL = pgtest.NewDatabase(t)
@@ -67,12 +67,12 @@ func startServiceWith(t testing.TB, cfg app.Config) *service {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	a, err := app.Open(ctx, cfg)
+	a, err := service.Open(ctx, cfg)
 	if err != nil {
-		t.Fatalf("app.Open: %v", err)
+		t.Fatalf("service.Open: %v", err)
 	}
 	runCtx, stop := context.WithCancel(context.Background())
-	s := &service{t: t, app: a, base: "http://" + a.Addr(), dbURL: cfg.DatabaseURL, stop: stop, done: make(chan struct{}),
+	s := &testService{t: t, app: a, base: "http://" + a.Addr(), dbURL: cfg.DatabaseURL, stop: stop, done: make(chan struct{}),
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	go func() {
 		defer close(s.done)
@@ -113,7 +113,7 @@ func (r response) String() string {
 
 // do sends a request; body may be nil, a string or []byte (sent as is), or
 // anything else (sent as JSON). headers are name, value pairs.
-func (s *service) do(method, path string, body any, headers ...string) response {
+func (s *testService) do(method, path string, body any, headers ...string) response {
 	s.t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -158,7 +158,7 @@ func (s *service) do(method, path string, body any, headers ...string) response 
 }
 
 // must sends a request and fails the test unless it answers want.
-func (s *service) must(want int, method, path string, body any, headers ...string) response {
+func (s *testService) must(want int, method, path string, body any, headers ...string) response {
 	s.t.Helper()
 	r := s.do(method, path, body, headers...)
 	if r.status != want {

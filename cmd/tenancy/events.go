@@ -18,8 +18,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/projections/natspub"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 // defaultNATSURL is where tenancy events tail looks for NATS without
@@ -35,7 +35,7 @@ func tailNATSURL(flag, dataDir string) string {
 	if flag != "" {
 		return flag
 	}
-	if b, err := os.ReadFile(filepath.Join(dataDir, app.NATSURLFile)); err == nil {
+	if b, err := os.ReadFile(filepath.Join(dataDir, service.NATSURLFile)); err == nil {
 		if u := strings.TrimSpace(string(b)); u != "" {
 			return u
 		}

@@ -30,7 +30,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/auth"
 	"github.com/tenancyhq/tenancy/internal/logging"
 	"github.com/tenancyhq/tenancy/internal/natsserver"
@@ -38,6 +37,7 @@ import (
 	"github.com/tenancyhq/tenancy/migrations"
 	"github.com/tenancyhq/tenancy/projections"
 	"github.com/tenancyhq/tenancy/projections/natspub"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -113,7 +113,7 @@ tenant's stream; a Postgres read model and subscribers are fed from it.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
-	pf.StringVar(&o.databaseURL, "database-url", env("DATABASE_URL", app.DefaultDatabaseURL), "Postgres database (created if missing) [$DATABASE_URL]")
+	pf.StringVar(&o.databaseURL, "database-url", env("DATABASE_URL", service.DefaultDatabaseURL), "Postgres database (created if missing) [$DATABASE_URL]")
 	pf.StringVar(&o.eventStoreURL, "eventstore-url", env("EVENTSTORE_URL", ""), "event store; empty: the Postgres database [$EVENTSTORE_URL]")
 	pf.StringVar(&o.dataDir, "data-dir", env("DATA_DIR", "data"), "folder for what a single-binary run keeps on disk (development master key, embedded NATS store) [$DATA_DIR]")
 	pf.StringVar(&o.logFormat, "log-format", env("LOG_FORMAT", "json"), "log format: json or text [$LOG_FORMAT]")
@@ -161,7 +161,7 @@ projection runs on one replica at a time; others take over when it stops.`,
 			if err != nil {
 				return err
 			}
-			a, err := app.Open(cmd.Context(), app.Config{DatabaseURL: o.databaseURL, Migrate: true, Logger: log, Version: version,
+			a, err := service.Open(cmd.Context(), service.Config{DatabaseURL: o.databaseURL, Migrate: true, Logger: log, Version: version,
 				DataDir: o.dataDir, MasterKey: o.masterKey})
 			if err != nil {
 				return err
@@ -234,7 +234,7 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 	// database is created or a key or token written.
 	var listener net.Listener
 	if httpAddr != "" {
-		if listener, err = app.Listen(httpAddr); err != nil {
+		if listener, err = service.Listen(httpAddr); err != nil {
 			return err
 		}
 		defer listener.Close()
@@ -254,7 +254,7 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 			return err
 		}
 	}
-	cfg := app.Config{
+	cfg := service.Config{
 		ExternalProvisioning: o.provisioning == "external",
 		DataDir:              o.dataDir, MasterKey: o.masterKey, TracerProvider: tp,
 		NATSURL: o.natsURL, NATSListen: o.natsListen, NATSStoreDir: o.natsStoreDir,
@@ -262,12 +262,12 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 		DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr, Listener: listener,
 		HTTPBodyTimeout: o.bodyTimeout, HTTPRequestTimeout: o.reqTimeout,
 		Migrate: !o.noMigrate, Projections: withProjections, ProjectionFailure: policy,
-		Holder: app.DefaultHolder(), Version: version, Logger: log,
+		Holder: service.DefaultHolder(), Version: version, Logger: log,
 	}
 	if verify != nil {
 		cfg.Auth = verify
 	}
-	a, err := app.Open(ctx, cfg)
+	a, err := service.Open(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -17,10 +17,10 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/eventstore"
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/projections"
 	"github.com/tenancyhq/tenancy/projections/readmodel"
 	"github.com/tenancyhq/tenancy/queries"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 // exitError carries an exit code other than 1 … or 1 without "tenancy:" noise.
@@ -33,7 +33,7 @@ func (e *exitError) Error() string { return e.msg }
 
 // openOps connects for an operator command: no API, no projections, no
 // migrations (tenancy migrate does those).
-func openOps(cmd *cobra.Command, o *options) (*app.App, error) {
+func openOps(cmd *cobra.Command, o *options) (*service.App, error) {
 	// An operator command prints its answer; its logs stay quiet unless asked.
 	if !cmd.Flags().Changed("log-level") {
 		quiet := *o
@@ -46,14 +46,14 @@ func openOps(cmd *cobra.Command, o *options) (*app.App, error) {
 	}
 	// PROVISIONING_MODE as serve reads it: rebuild scheduler sets provision
 	// timers only when the service provisions tenants itself.
-	a, err := app.Open(cmd.Context(), app.Config{DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, Logger: log, Version: version,
+	a, err := service.Open(cmd.Context(), service.Config{DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, Logger: log, Version: version,
 		DataDir: o.dataDir, MasterKey: o.masterKey, ExternalProvisioning: o.provisioning == "external"})
 	if err != nil {
 		return nil, err
 	}
 	if err := a.CheckSchema(cmd.Context()); err != nil {
 		a.Close()
-		return nil, fmt.Errorf("database %s is not ready (%w); is DATABASE_URL right?", app.RedactURL(o.databaseURL), err)
+		return nil, fmt.Errorf("database %s is not ready (%w); is DATABASE_URL right?", service.RedactURL(o.databaseURL), err)
 	}
 	return a, nil
 }
@@ -61,11 +61,11 @@ func openOps(cmd *cobra.Command, o *options) (*app.App, error) {
 // projectionArg refuses a projection name the service does not have (or,
 // for rebuild, cannot rebuild) with exit status 2, listing the known ones.
 func projectionArg(name string, rebuild bool) error {
-	err := app.CheckProjectionName(name)
-	if err == nil && rebuild && !slices.Contains(app.RebuildableNames(), name) {
-		err = &app.UnknownProjectionError{Name: name, Known: app.RebuildableNames(), Hint: "it cannot be rebuilt; tenancy projections reset " + name + " replays it"}
+	err := service.CheckProjectionName(name)
+	if err == nil && rebuild && !slices.Contains(service.RebuildableNames(), name) {
+		err = &service.UnknownProjectionError{Name: name, Known: service.RebuildableNames(), Hint: "it cannot be rebuilt; tenancy projections reset " + name + " replays it"}
 	}
-	var ue *app.UnknownProjectionError
+	var ue *service.UnknownProjectionError
 	if errors.As(err, &ue) {
 		if ue.Hint == "" {
 			return &exitError{code: 2, msg: fmt.Sprintf("no projection %q; the projections are %s", name, strings.Join(ue.Known, ", "))}
@@ -95,7 +95,7 @@ apply, or rebuild the read model beside the live one with no outage.`,
 			return err
 		}
 		defer a.Close()
-		names := app.ProjectionNames()
+		names := service.ProjectionNames()
 		if len(args) == 1 {
 			names = args
 		}

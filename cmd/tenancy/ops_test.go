@@ -14,10 +14,10 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/commands"
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 	"github.com/tenancyhq/tenancy/process"
 	"github.com/tenancyhq/tenancy/projections"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 // opsDatabase is a migrated database with one ACTIVE and one TRIAL tenant
@@ -29,7 +29,7 @@ func opsDatabase(t *testing.T) ([]string, string) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a, err := app.Open(ctx, app.Config{DatabaseURL: dbURL, Migrate: true, Projections: true, DataDir: dir, ExternalProvisioning: true})
+	a, err := service.Open(ctx, service.Config{DatabaseURL: dbURL, Migrate: true, Projections: true, DataDir: dir, ExternalProvisioning: true})
 	if err != nil {
 		t.Fatal(err)
 	}

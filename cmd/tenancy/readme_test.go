@@ -17,10 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/auth"
 	"github.com/tenancyhq/tenancy/internal/natsserver"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 func readme(t *testing.T) string {
@@ -197,7 +197,7 @@ func TestReadmeCommandsWork(t *testing.T) {
 		}
 	}
 	db, natsURL := pgtest.NewDatabase(t), natsserver.StartTest(t)
-	a, err := app.Open(ctx, app.Config{DatabaseURL: db, HTTPAddr: "127.0.0.1:0", Migrate: true, Projections: true,
+	a, err := service.Open(ctx, service.Config{DatabaseURL: db, HTTPAddr: "127.0.0.1:0", Migrate: true, Projections: true,
 		DataDir: data, Auth: v, NATSURL: natsURL})
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,7 @@
 // Package metrics defines the service's Prometheus metrics and the
 // scrape-time collectors of projection lag and of tenants by status and
 // edition. The decorators that record command and append metrics without
-// the measured packages knowing live in the composition root (internal/app),
+// the measured packages knowing live in the composition root (service),
 // which knows both sides.
 //
 // Names follow Prometheus conventions: the tenancy_ prefix, base units

@@ -1,4 +1,4 @@
-package app_test
+package service_test
 
 import (
 	"encoding/base64"
@@ -17,7 +17,7 @@ import (
 
 // createTenant creates a tenant through the API and completes its
 // provisioning (ACTIVE); it returns the tenant's JSON.
-func createTenant(s *service, tok, name string, contacts ...map[string]string) map[string]any {
+func createTenant(s *testService, tok, name string, contacts ...map[string]string) map[string]any {
 	s.t.Helper()
 	if contacts == nil {
 		contacts = []map[string]string{}
@@ -42,7 +42,7 @@ func algNoneToken() string {
 
 // auditTrail checks audit records by correlation id.
 type auditTrail struct {
-	s *service
+	s *testService
 	// want is what each request's audit record must say, by correlation id.
 	want map[string]auditWant
 }

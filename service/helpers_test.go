@@ -1,4 +1,4 @@
-package app_test
+package service_test
 
 import (
 	"bufio"
@@ -19,12 +19,12 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tenancyhq/tenancy/eventstore"
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/auth"
 	"github.com/tenancyhq/tenancy/internal/logging"
 	"github.com/tenancyhq/tenancy/internal/natsserver"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 	"github.com/tenancyhq/tenancy/projections"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 // The tokens' secret, issuer and audience when a test turns authentication on.
@@ -53,12 +53,12 @@ type serviceOptions struct {
 	logLevel slog.Level
 }
 
-// service is the whole tenancy service, started with app.Open and Run on a
+// service is the whole tenancy service, started with service.Open and Run on a
 // fresh database, publishing to an embedded NATS server, served over TCP
 // loopback, its JSON logs captured.
-type service struct {
+type testService struct {
 	t      testing.TB
-	app    *app.App
+	app    *service.App
 	dbURL  string
 	base   string
 	client *http.Client
@@ -68,7 +68,7 @@ type service struct {
 
 // startService runs the service until the test ends. Provisioning is
 // external, so tenants stay in PROVISIONING until the test completes it.
-func startService(t testing.TB, o serviceOptions) *service {
+func startService(t testing.TB, o serviceOptions) *testService {
 	t.Helper()
 	logs := &logBuffer{}
 	level := slog.LevelDebug
@@ -82,7 +82,7 @@ func startService(t testing.TB, o serviceOptions) *service {
 	if o.databaseURL == "" {
 		o.databaseURL = pgtest.NewDatabase(t)
 	}
-	cfg := app.Config{
+	cfg := service.Config{
 		DatabaseURL:          o.databaseURL,
 		Holder:               o.holder,
 		HTTPAddr:             "127.0.0.1:0",
@@ -105,14 +105,14 @@ func startService(t testing.TB, o serviceOptions) *service {
 		}
 		cfg.Auth = v
 	}
-	a, err := app.Open(ctx, cfg)
+	a, err := service.Open(ctx, cfg)
 	if err != nil {
-		t.Fatalf("app.Open: %v", err)
+		t.Fatalf("service.Open: %v", err)
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(runCtx) }()
-	s := &service{t: t, app: a, base: "http://" + a.Addr(), logs: logs, nats: cfg.NATSURL, dbURL: cfg.DatabaseURL,
+	s := &testService{t: t, app: a, base: "http://" + a.Addr(), logs: logs, nats: cfg.NATSURL, dbURL: cfg.DatabaseURL,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
 	t.Cleanup(func() {
 		stop()
@@ -159,7 +159,7 @@ func (r response) json(t testing.TB) map[string]any {
 // do sends a request with the bearer token tok (none if empty). body is
 // nil, a string (sent as is) or anything else (sent as JSON); headers are
 // name, value pairs.
-func (s *service) do(tok, method, path string, body any, headers ...string) response {
+func (s *testService) do(tok, method, path string, body any, headers ...string) response {
 	s.t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -199,7 +199,7 @@ func (s *service) do(tok, method, path string, body any, headers ...string) resp
 }
 
 // must sends a request and fails the test unless it answers want.
-func (s *service) must(want int, tok, method, path string, body any, headers ...string) response {
+func (s *testService) must(want int, tok, method, path string, body any, headers ...string) response {
 	s.t.Helper()
 	r := s.do(tok, method, path, body, headers...)
 	if r.status != want {
@@ -210,7 +210,7 @@ func (s *service) must(want int, tok, method, path string, body any, headers ...
 
 // read waits until the read model holds what the command that answered r
 // did (its X-Consistency-Token).
-func (s *service) read(r response) {
+func (s *testService) read(r response) {
 	s.t.Helper()
 	pos, err := eventstore.ParsePosition(r.header.Get("X-Consistency-Token"))
 	if err != nil {
@@ -223,11 +223,11 @@ func (s *service) read(r response) {
 
 // caughtUp waits until every projection (read model, scheduler, NATS
 // publisher) has applied every event in the store.
-func (s *service) caughtUp() {
+func (s *testService) caughtUp() {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for _, name := range app.ProjectionNames() {
+	for _, name := range service.ProjectionNames() {
 		for {
 			st, err := projections.Status(ctx, s.app.Pool(), s.app.RawStore(), name)
 			if err != nil {
@@ -246,7 +246,7 @@ func (s *service) caughtUp() {
 }
 
 // jetStream connects to the service's NATS server for the test.
-func jetStream(t testing.TB, s *service) jetstream.JetStream {
+func jetStream(t testing.TB, s *testService) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(s.nats)
 	if err != nil {

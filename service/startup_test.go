@@ -1,4 +1,4 @@
-package app_test
+package service_test
 
 import (
 	"context"
@@ -18,9 +18,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenancyhq/tenancy/aggregate"
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/logging"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/service"
 	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
@@ -35,11 +35,11 @@ func newMasterKey(t *testing.T) string {
 
 // sealOne opens the service with cfg, creates a tenant with a contact (so
 // one tenant key is sealed with the master key) and closes it.
-func sealOne(t *testing.T, cfg app.Config) {
+func sealOne(t *testing.T, cfg service.Config) {
 	t.Helper()
 	ctx := context.Background()
 	cfg.Migrate = true
-	a, err := app.Open(ctx, cfg)
+	a, err := service.Open(ctx, cfg)
 	if err != nil {
 		t.Fatalf("first start: %v", err)
 	}
@@ -63,8 +63,8 @@ func TestAMasterKeyThatDoesNotFitTheSealedDataStopsStartUp(t *testing.T) {
 	t.Run("TENANCY_MASTER_KEY", func(t *testing.T) {
 		keyA, keyB := newMasterKey(t), newMasterKey(t)
 		db := pgtest.NewDatabase(t)
-		sealOne(t, app.Config{DatabaseURL: db, DataDir: t.TempDir(), MasterKey: keyA})
-		_, err := app.Open(ctx, app.Config{DatabaseURL: db, DataDir: t.TempDir(), MasterKey: keyB})
+		sealOne(t, service.Config{DatabaseURL: db, DataDir: t.TempDir(), MasterKey: keyA})
+		_, err := service.Open(ctx, service.Config{DatabaseURL: db, DataDir: t.TempDir(), MasterKey: keyB})
 		if !errors.Is(err, tenantlog.ErrWrongMasterKey) {
 			t.Fatalf("started with another key: %v", err)
 		}
@@ -73,7 +73,7 @@ func TestAMasterKeyThatDoesNotFitTheSealedDataStopsStartUp(t *testing.T) {
 				t.Errorf("message lacks %q: %v", want, err)
 			}
 		}
-		a, err := app.Open(ctx, app.Config{DatabaseURL: db, DataDir: t.TempDir(), MasterKey: keyA})
+		a, err := service.Open(ctx, service.Config{DatabaseURL: db, DataDir: t.TempDir(), MasterKey: keyA})
 		if err != nil {
 			t.Fatalf("the right key: %v", err)
 		}
@@ -82,7 +82,7 @@ func TestAMasterKeyThatDoesNotFitTheSealedDataStopsStartUp(t *testing.T) {
 
 	t.Run("development key", func(t *testing.T) {
 		dir := t.TempDir()
-		sealOne(t, app.Config{DatabaseURL: db, DataDir: dir})
+		sealOne(t, service.Config{DatabaseURL: db, DataDir: dir})
 		key := filepath.Join(dir, "master.key")
 		saved, err := os.ReadFile(key)
 		if err != nil {
@@ -90,7 +90,7 @@ func TestAMasterKeyThatDoesNotFitTheSealedDataStopsStartUp(t *testing.T) {
 		}
 		// The data folder is lost (a re-clone, rm -rf data): no new key over sealed data.
 		fresh := t.TempDir()
-		_, err = app.Open(ctx, app.Config{DatabaseURL: db, DataDir: fresh})
+		_, err = service.Open(ctx, service.Config{DatabaseURL: db, DataDir: fresh})
 		if err == nil || !strings.Contains(err.Error(), "no master key") || !strings.Contains(err.Error(), filepath.Join(fresh, "master.key")) {
 			t.Fatalf("started without the key: %v", err)
 		}
@@ -102,7 +102,7 @@ func TestAMasterKeyThatDoesNotFitTheSealedDataStopsStartUp(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(other, "master.key"), []byte(newMasterKey(t)+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err = app.Open(ctx, app.Config{DatabaseURL: db, DataDir: other})
+		_, err = service.Open(ctx, service.Config{DatabaseURL: db, DataDir: other})
 		if !errors.Is(err, tenantlog.ErrWrongMasterKey) || !strings.Contains(err.Error(), filepath.Join(other, "master.key")) {
 			t.Fatalf("started with another key file: %v", err)
 		}
@@ -110,7 +110,7 @@ func TestAMasterKeyThatDoesNotFitTheSealedDataStopsStartUp(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(fresh, "master.key"), saved, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		a, err := app.Open(ctx, app.Config{DatabaseURL: db, DataDir: fresh})
+		a, err := service.Open(ctx, service.Config{DatabaseURL: db, DataDir: fresh})
 		if err != nil {
 			t.Fatalf("restored key: %v", err)
 		}
@@ -133,7 +133,7 @@ func TestStartUpSaysWhatItUses(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	a, err := app.Open(context.Background(), app.Config{DatabaseURL: u.String(), DataDir: dir, Migrate: true, Projections: true,
+	a, err := service.Open(context.Background(), service.Config{DatabaseURL: u.String(), DataDir: dir, Migrate: true, Projections: true,
 		NATSListen: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Logger: logger})
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +193,7 @@ func TestATakenPortStopsStartUpBeforeAnythingIsCreated(t *testing.T) {
 			name := "tenancy_never_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
 			u.Path = "/" + name
 			dir := t.TempDir()
-			_, err := app.Open(context.Background(), app.Config{DatabaseURL: u.String(), DataDir: dir, Migrate: true, Projections: true,
+			_, err := service.Open(context.Background(), service.Config{DatabaseURL: u.String(), DataDir: dir, Migrate: true, Projections: true,
 				HTTPAddr: tc.http, NATSListen: tc.nats})
 			if err == nil || !strings.Contains(err.Error(), taken.Addr().String()) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Open on a taken port: %v", err)

@@ -1,4 +1,4 @@
-package app_test
+package service_test
 
 import (
 	"context"
@@ -14,10 +14,10 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/commands"
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/natsserver"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 	"github.com/tenancyhq/tenancy/projections/natspub"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 // BenchmarkDeliveryLatency sends a steady 500 commands/s to the service and
@@ -29,7 +29,7 @@ func BenchmarkDeliveryLatency(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	natsURL := natsserver.StartTest(b)
-	a, err := app.Open(ctx, app.Config{DatabaseURL: pgtest.NewDatabase(b), Migrate: true, Projections: true,
+	a, err := service.Open(ctx, service.Config{DatabaseURL: pgtest.NewDatabase(b), Migrate: true, Projections: true,
 		ExternalProvisioning: true, NATSURL: natsURL, DataDir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)

@@ -1,4 +1,4 @@
-package app_test
+package service_test
 
 import (
 	"bytes"
@@ -17,9 +17,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/auth"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 // The child service's settings, passed through its environment.
@@ -41,7 +41,7 @@ func TestServiceChildProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := app.Open(ctx, app.Config{DatabaseURL: dbURL, HTTPAddr: os.Getenv(childAddrEnv), Migrate: true,
+	a, err := service.Open(ctx, service.Config{DatabaseURL: dbURL, HTTPAddr: os.Getenv(childAddrEnv), Migrate: true,
 		DataDir: os.Getenv(childDirEnv), Auth: v, Version: "child"})
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package app_test
+package service_test
 
 import (
 	"context"
@@ -10,11 +10,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/service"
 )
 
-// TestOpenReleasesEverythingItOpenedWhenItFails fails app.Open at each of
+// TestOpenReleasesEverythingItOpenedWhenItFails fails service.Open at each of
 // its dependencies in turn (the database, the master key, the event store)
 // after it has opened the others (the API's port, an embedded NATS server,
 // the database pool): each time, the ports are free again, the database has
@@ -24,20 +24,22 @@ func TestOpenReleasesEverythingItOpenedWhenItFails(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name string
-		fail func(cfg *app.Config)
+		fail func(cfg *service.Config)
 		want string
 	}{
-		{"database unreachable", func(cfg *app.Config) { cfg.DatabaseURL = "postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=2" }, "127.0.0.1:1"},
-		{"master key unreadable", func(cfg *app.Config) { cfg.MasterKey = "not a key" }, "master key"},
-		{"event store URL unusable", func(cfg *app.Config) { cfg.EventStoreURL = "esdb://[::1" }, "esdb"},
+		{"database unreachable", func(cfg *service.Config) {
+			cfg.DatabaseURL = "postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=2"
+		}, "127.0.0.1:1"},
+		{"master key unreadable", func(cfg *service.Config) { cfg.MasterKey = "not a key" }, "master key"},
+		{"event store URL unusable", func(cfg *service.Config) { cfg.EventStoreURL = "esdb://[::1" }, "esdb"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dbURL := pgtest.NewDatabase(t)
 			httpAddr, natsAddr := freeAddr(t), freeAddr(t)
-			cfg := app.Config{DatabaseURL: dbURL, HTTPAddr: httpAddr, NATSListen: natsAddr, Migrate: true, Projections: true, DataDir: t.TempDir()}
+			cfg := service.Config{DatabaseURL: dbURL, HTTPAddr: httpAddr, NATSListen: natsAddr, Migrate: true, Projections: true, DataDir: t.TempDir()}
 			tc.fail(&cfg)
 			before := runtime.NumGoroutine()
-			a, err := app.Open(ctx, cfg)
+			a, err := service.Open(ctx, cfg)
 			if err == nil {
 				a.Close()
 				t.Fatal("Open succeeded")

@@ -1,4 +1,4 @@
-package app_test
+package service_test
 
 import (
 	"net/http"
@@ -74,7 +74,7 @@ func TestAdminJobsAreVisibleFromEveryReplica(t *testing.T) {
 	// The next event meets the fence of the switch-over.
 	a.read(a.must(http.StatusOK, "", "POST", "/api/v1/tenants/"+id+"/extend-trial", map[string]any{"days": 3}))
 	a.caughtUp()
-	for _, s := range []*service{a, b} {
+	for _, s := range []*testService{a, b} {
 		if strings.Contains(s.logs.String(), "lost the lead") {
 			t.Errorf("an instance logged a lost lead after an operator's rebuild")
 		}

@@ -1,4 +1,4 @@
-package app_test
+package service_test
 
 import (
 	"context"
@@ -239,7 +239,7 @@ func TestPurgeErasesPersonalDataEverywhere(t *testing.T) {
 
 // dumpTables reads every table of the service's database as text, one row
 // per line, every column (bytea escaped, so any text in it shows).
-func dumpTables(t *testing.T, s *service) map[string]string {
+func dumpTables(t *testing.T, s *testService) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -313,7 +313,7 @@ type natsMessage struct {
 func (m natsMessage) String() string { return fmt.Sprintf("%s %v %s", m.subject, m.header, m.data) }
 
 // natsMessages reads every message of the events stream on subject (a filter).
-func natsMessages(t *testing.T, s *service, subject string) []natsMessage {
+func natsMessages(t *testing.T, s *testService, subject string) []natsMessage {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

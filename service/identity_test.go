@@ -1,4 +1,4 @@
-package app_test
+package service_test
 
 import (
 	"context"

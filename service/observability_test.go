@@ -1,4 +1,4 @@
-package app_test
+package service_test
 
 import (
 	"bytes"
@@ -237,7 +237,7 @@ func TestMetricsAfterAScriptedRun(t *testing.T) {
 }
 
 // scrape reads /metrics and parses the exposition.
-func scrape(t *testing.T, s *service) map[string]*dto.MetricFamily {
+func scrape(t *testing.T, s *testService) map[string]*dto.MetricFamily {
 	t.Helper()
 	r := s.must(http.StatusOK, "", "GET", "/metrics", nil)
 	p := expfmt.NewTextParser(model.UTF8Validation)

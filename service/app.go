@@ -1,8 +1,10 @@
-// Package app wires the tenancy service together from its configuration: the
-// Postgres pool, migrations, the event store, the command handler, the read
-// side, the projections and the HTTP server, with one graceful shutdown.
-// cmd/tenancy and the end-to-end tests both start the service through it.
-package app
+// Package service is the composition root: it wires the tenancy service
+// together from its configuration (the Postgres pool, migrations, the event
+// store, the command handler, the read side, the projections and the HTTP
+// server), with one Open that releases what it opened on any failure and
+// one graceful shutdown. It imports everything and nothing imports it but
+// cmd/ and the end-to-end tests.
+package service
 
 import (
 	"context"
