@@ -108,6 +108,13 @@ type Options struct {
 	// checkpoint together, and the events are applied again. It spares a
 	// disk flush per batch.
 	AsynchronousCommit bool
+	// Linger, when set, is how long a live runner lets events gather after
+	// a batch of fewer than lingerBelow events before it reads again: under
+	// a steady stream of commands it then commits a few large batches
+	// instead of many small ones (each batch is one transaction with its
+	// checkpoint), at the price of at most Linger more lag. After an idle
+	// spell the first event is read at once.
+	Linger time.Duration
 	// OnBatch, when set, is told of every committed batch (for metrics).
 	OnBatch func(projection string, events int, took time.Duration)
 	// Tracer, when set, records a span per event applied, continuing the
@@ -413,8 +420,18 @@ func (r *Runner) lead(ctx context.Context, conn *pgx.Conn) (progressed bool, err
 		if err := r.project(leadCtx, l, batch); err != nil {
 			return false, r.leadErr(leadCtx, err)
 		}
+		if r.opts.Linger > 0 && len(batch) < lingerBelow {
+			select {
+			case <-leadCtx.Done():
+			case <-time.After(r.opts.Linger):
+			}
+		}
 	}
 }
+
+// lingerBelow is the batch size under which a runner with Options.Linger
+// lets events gather before it reads again.
+const lingerBelow = 100
 
 // leadErr prefers the reason leadCtx ended (lock lost, ctx cancelled) over
 // the error it caused, but never hides a halt.

@@ -484,7 +484,7 @@ func (a *App) Run(ctx context.Context) error {
 				feed = a.rawFeed
 			}
 			r := projections.NewRunner(a.pool, feed, p, projections.Options{Logger: a.log, Holder: a.cfg.Holder,
-				OnFailure: a.cfg.ProjectionFailure, AsynchronousCommit: true, OnBatch: a.observeBatch,
+				OnFailure: a.cfg.ProjectionFailure, AsynchronousCommit: true, Linger: projectionLinger, OnBatch: a.observeBatch,
 				Tracer: a.projectionTracer()})
 			g.Go(func() error { return a.runProjection(ctx, p.Name(), r) })
 		}
@@ -498,6 +498,11 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	return err
 }
+
+// projectionLinger lets the projections batch a steady stream of commands
+// (see projections.Options.Linger): measured with 16 clients on 2 cores,
+// BenchmarkCommandPath.
+const projectionLinger = 10 * time.Millisecond
 
 // ProjectionNames are the projections the service runs, for operators.
 func ProjectionNames() []string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"net/http"
 	"slices"
 	"sync"
@@ -26,7 +27,8 @@ const commandClients = 16
 // path through HTTP beside its ceiling: a raw single-statement pgx INSERT of
 // the same events. The service runs whole, projections (read model,
 // scheduler, NATS publisher) included, with authentication on; b.N is the
-// number of operations of each phase, 16 clients each.
+// number of operations of each phase, 16 clients each. BENCH_NO_PROJECTIONS=1
+// runs the API alone (an API replica), to see the command path's own cost.
 //
 //   - creates/s, create-p99-ms: POST /api/v1/tenants (a new name each).
 //   - pg-create-inserts/s: INSERT of one TenantCreated-sized event into a new
@@ -35,7 +37,7 @@ const commandClients = 16
 //     client. pg-cmd-inserts/s: INSERT of one event after the last.
 //     cmd-ratio = commands/s over it.
 func BenchmarkCommandPath(b *testing.B) {
-	s := startService(b, serviceOptions{auth: true, logLevel: slog.LevelInfo})
+	s := startService(b, serviceOptions{auth: true, logLevel: slog.LevelInfo, noProjections: os.Getenv("BENCH_NO_PROJECTIONS") != ""})
 	tok := token(b, "bench", nil, auth.ScopeAdmin)
 	ctx := context.Background()
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: commandClients * 2}}
@@ -48,7 +50,11 @@ func BenchmarkCommandPath(b *testing.B) {
 
 	tenants := make([]string, commandClients)
 	for i := range tenants {
-		tenants[i] = createTenant(s, tok, fmt.Sprintf("Bench %d %s", i, uuid.NewString()[:8]))["id"].(string)
+		off := false
+		id := s.must(http.StatusCreated, tok, "POST", "/api/v1/tenants", map[string]any{"name": fmt.Sprintf("Bench %d %s", i, uuid.NewString()[:8]),
+			"edition": "professional", "region": "eu-west-1", "trial": &off}).json(b)["id"].(string)
+		s.must(http.StatusOK, tok, "POST", "/api/v1/tenants/"+id+"/complete-provisioning", map[string]any{})
+		tenants[i] = id
 	}
 	run := uuid.NewString()[:8]
 	created := []byte(`{"tenant_id":"00000000-0000-0000-0000-000000000000","external_id":"ORG-00000000","name":"Bench 0000000 xxxxxxxx","normalized_name":"bench 0000000 xxxxxxxx","edition":"free","region":"eu-west-1","trial":false,"contacts":[],"metadata":{},"labels":{},"compliance_standards":[]}`)
