@@ -10,14 +10,22 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 )
 
 // Command is a request to change a tenant. Each type's decide rule is in
 // Tenant.Decide; the command handler loads, decides and appends generically.
 type Command interface {
 	CommandName() CommandName
+	// validate checks the command's own fields, whatever the tenant's state.
+	validate(now time.Time) error
+	// decide returns the events that carry the command out on t, which
+	// Decide has found in a status that accepts it.
+	decide(t *Tenant, now time.Time, cat *Catalog) ([]Event, error)
 }
+
+// stepwise is a command made of other commands (MakeActive): Decide does
+// not check its own name against the lifecycle, its steps are checked.
+type stepwise interface{ decidesItsSteps() }
 
 // Rules every command's fields share.
 const (
@@ -39,363 +47,24 @@ var complianceStandards = []string{"SOC2", "ISO27001", "HIPAA", "GDPR", "PCI_DSS
 // ComplianceStandards returns every standard a tenant may declare.
 func ComplianceStandards() []string { return slices.Clone(complianceStandards) }
 
-// Create makes a new tenant in PROVISIONING.
-type Create struct {
-	TenantID   uuid.UUID
-	ExternalID string
-	Name       string
-	Edition    Edition
-	Region     Region
-	// Trial says whether completing provisioning starts a trial (nil: yes).
-	Trial *bool
-	// TrialDays is the trial's length (0: the edition's default).
-	TrialDays           int
-	Contacts            []Contact
-	Metadata            map[string]string
-	Labels              map[string]string
-	ComplianceStandards []string
-}
-
-// CompleteProvisioning ends PROVISIONING: TRIAL if the tenant was created with
-// a trial, ACTIVE otherwise.
-type CompleteProvisioning struct{ Steps []string }
-
-// FailProvisioning terminates a tenant whose provisioning failed.
-type FailProvisioning struct{ Reason string }
-
-// ExtendTrial moves a trial's end by Days.
-type ExtendTrial struct{ Days int }
-
-// ConvertTrial turns a trial into a paid subscription.
-type ConvertTrial struct{}
-
-// ExpireTrial suspends a tenant whose trial has ended (issued by the trial timer).
-type ExpireTrial struct{}
-
-// Activate makes a trial tenant ACTIVE without a trial conversion (for example
-// by an administrator).
-type Activate struct{}
-
-// MakeActive is the original service's "activate": bring the tenant to
-// where it serves, whatever it needs from where it is. It completes
-// provisioning (converting the trial that starts), converts a trial,
-// resumes a suspension (to where the tenant was), and changes nothing on a
-// tenant that is already ACTIVE. One command, so the steps apply together
-// or not at all. It carries the name activate, so a refusal names the verb
-// the client used.
-type MakeActive struct{}
-
-// Suspend suspends a tenant.
-type Suspend struct {
-	Reason SuspensionReason
-	// Severity defaults from the reason when empty.
-	Severity     Severity
-	Note         string
-	By           string
-	AutoResumeAt *time.Time
-	// Dunning marks the dunning process manager's suspension (reason
-	// payment_overdue): it is refused unless the tenant is still past_due
-	// and its grace (PaymentOverdueAt) has run out.
-	Dunning bool
-}
-
-// Resume ends a suspension. Automatic resumes (by the timer) are accepted only
-// once the suspension's auto_resume_at has passed.
-type Resume struct {
-	Automatic bool
-	Note      string
-	// IfReason, when set, resumes only a suspension for that reason (dunning
-	// resumes its own payment_overdue suspensions, never another kind).
-	IfReason SuspensionReason
-}
-
-// Cancel starts a cancellation that takes effect at EffectiveAt (nil: in
-// DefaultCancelDays days).
-type Cancel struct {
-	EffectiveAt *time.Time
-	Reason      string
-}
-
-// RevertCancellation withdraws a pending cancellation.
-type RevertCancellation struct{}
-
-// CompleteCancellation makes a due cancellation take effect (issued by the timer).
-type CompleteCancellation struct{}
-
-// MigrateRegion starts moving the tenant to another region.
-type MigrateRegion struct{ To Region }
-
-// CompleteMigration finishes a region migration.
-type CompleteMigration struct{}
-
-// FailMigration records a failed migration; the tenant is suspended in its old region.
-type FailMigration struct{ Reason string }
-
-// RollbackMigration abandons a migration; the tenant stays in its old region.
-type RollbackMigration struct{ Reason string }
-
-// Terminate ends service. Data is kept RetentionDays (0: the edition's default).
-type Terminate struct {
-	Reason        string
-	RetentionDays int
-}
-
-// Restore brings a terminated tenant back before its retention date.
-type Restore struct{}
-
-// Purge erases a terminated tenant's personal data and releases its name.
-type Purge struct{}
-
-// ChangeEdition moves the tenant to another edition.
-type ChangeEdition struct{ Edition Edition }
-
-// Rename changes the tenant's name.
-type Rename struct{ Name string }
-
-// UpdateProfile replaces the parts of the profile that are not nil. A Name
-// renames the tenant in the same command (PATCH with a name and a profile
-// is one command: all of it applies, or none); a name equal to the current
-// one is no change.
-type UpdateProfile struct {
-	Name                *string
-	Contacts            *[]Contact
-	Metadata            *map[string]string
-	Labels              *map[string]string
-	ComplianceStandards *[]string
-}
-
-// SetOverride overrides one feature (Enabled) or limit (Value) of the edition.
-type SetOverride struct {
-	Key     string
-	Enabled *bool
-	Value   *int64
-}
-
-// ClearOverride returns a feature or limit to the edition's value.
-type ClearOverride struct{ Key string }
-
-// SetPolicy sets or replaces a policy.
-type SetPolicy struct{ Policy PolicySetting }
-
-// RemovePolicy removes a policy.
-type RemovePolicy struct{ Type PolicyType }
-
-// RecordBillingStatus records the billing provider's status for the account.
-// Redeliveries (same ProviderEventID) and events older than the newest one
-// recorded are ignored.
-type RecordBillingStatus struct {
-	Status             BillingStatus
-	Provider           string
-	ProviderEventID    string
-	ProviderOccurredAt *time.Time
-}
-
-func (Create) CommandName() CommandName               { return CmdCreate }
-func (CompleteProvisioning) CommandName() CommandName { return CmdCompleteProvisioning }
-func (FailProvisioning) CommandName() CommandName     { return CmdFailProvisioning }
-func (ExtendTrial) CommandName() CommandName          { return CmdExtendTrial }
-func (ConvertTrial) CommandName() CommandName         { return CmdConvertTrial }
-func (ExpireTrial) CommandName() CommandName          { return CmdExpireTrial }
-func (Activate) CommandName() CommandName             { return CmdActivate }
-func (MakeActive) CommandName() CommandName           { return CmdActivate }
-func (Suspend) CommandName() CommandName              { return CmdSuspend }
-func (Resume) CommandName() CommandName               { return CmdResume }
-func (Cancel) CommandName() CommandName               { return CmdCancel }
-func (RevertCancellation) CommandName() CommandName   { return CmdRevertCancellation }
-func (CompleteCancellation) CommandName() CommandName { return CmdCompleteCancellation }
-func (MigrateRegion) CommandName() CommandName        { return CmdMigrateRegion }
-func (CompleteMigration) CommandName() CommandName    { return CmdCompleteMigration }
-func (FailMigration) CommandName() CommandName        { return CmdFailMigration }
-func (RollbackMigration) CommandName() CommandName    { return CmdRollbackMigration }
-func (Terminate) CommandName() CommandName            { return CmdTerminate }
-func (Restore) CommandName() CommandName              { return CmdRestore }
-func (Purge) CommandName() CommandName                { return CmdPurge }
-func (ChangeEdition) CommandName() CommandName        { return CmdChangeEdition }
-func (Rename) CommandName() CommandName               { return CmdRename }
-func (UpdateProfile) CommandName() CommandName        { return CmdUpdateProfile }
-func (SetOverride) CommandName() CommandName          { return CmdSetOverride }
-func (ClearOverride) CommandName() CommandName        { return CmdClearOverride }
-func (SetPolicy) CommandName() CommandName            { return CmdSetPolicy }
-func (RemovePolicy) CommandName() CommandName         { return CmdRemovePolicy }
-func (RecordBillingStatus) CommandName() CommandName  { return CmdRecordBillingStatus }
-
 // Decide validates cmd against the tenant's state at time now and returns the
 // events that carry it out (none for a command that changes nothing, such as
 // a redelivered billing event), or a *Error. It does not change t.
 func (t *Tenant) Decide(cmd Command, now time.Time, cat *Catalog) ([]Event, error) {
 	now = now.UTC()
-	if err := validate(cmd, now); err != nil {
+	if err := cmd.validate(now); err != nil {
 		return nil, err
 	}
-	if create, ok := cmd.(Create); ok {
-		if t.Exists() {
-			return nil, &Error{Code: CodeConflict, Message: "tenant " + t.ID.String() + " already exists", Status: t.Status, Command: CmdCreate}
-		}
-		return decideCreate(create, cat), nil
-	}
-	if !t.Exists() {
+	_, create := cmd.(Create)
+	if !create && !t.Exists() {
 		return nil, &Error{Code: CodeNotFound, Message: "tenant not found", Command: cmd.CommandName()}
 	}
-	if _, ok := cmd.(MakeActive); ok {
-		return t.decideMakeActive(now, cat)
-	}
-	if !Accepts(t.Status, cmd.CommandName()) {
+	// A create decides on its own (an existing tenant is a conflict); a
+	// stepwise command has its steps checked.
+	if _, steps := cmd.(stepwise); !create && !steps && !Accepts(t.Status, cmd.CommandName()) {
 		return nil, refuse(t.Status, cmd.CommandName())
 	}
-	switch c := cmd.(type) {
-	case CompleteProvisioning:
-		done := ProvisioningCompleted{Steps: c.Steps}
-		if t.TrialDays > 0 {
-			return []Event{done, TrialStarted{Days: t.TrialDays, EndsAt: now.AddDate(0, 0, t.TrialDays)}}, nil
-		}
-		return []Event{done, TenantActivated{From: StatusProvisioning}}, nil
-	case FailProvisioning:
-		return []Event{ProvisioningFailed{Reason: c.Reason, DataRetentionUntil: t.retentionUntil(now, 0, cat)}}, nil
-	case ExtendTrial:
-		if err := t.onTrial(CmdExtendTrial); err != nil {
-			return nil, err
-		}
-		if t.TrialDays+c.Days > MaxTotalTrialDays {
-			return nil, &Error{Code: CodeInvariant, Field: "days", Rule: "max_total_trial_days",
-				Message: "a trial with its extensions may last at most 180 days"}
-		}
-		prev := *t.TrialEndsAt
-		return []Event{TrialExtended{Days: c.Days, PreviousEndsAt: prev, EndsAt: prev.AddDate(0, 0, c.Days)}}, nil
-	case ConvertTrial:
-		if err := t.onTrial(CmdConvertTrial); err != nil {
-			return nil, err
-		}
-		if t.Status == StatusSuspended && t.Suspension.Reason != ReasonTrialExpired {
-			return nil, &Error{Code: CodeInvariant, Rule: "suspended", Command: CmdConvertTrial,
-				Message: "the tenant is suspended (" + string(t.Suspension.Reason) + "): resume it first; only a suspension for the trial's expiry ends with convert-trial"}
-		}
-		return []Event{TrialConverted{}}, nil
-	case ExpireTrial:
-		if t.TrialEndsAt != nil && now.Before(*t.TrialEndsAt) {
-			return nil, &Error{Code: CodeInvariant, Rule: "trial_not_ended",
-				Message: "the trial ends at " + t.TrialEndsAt.Format(time.RFC3339) + "; it cannot expire before"}
-		}
-		ended := now
-		if t.TrialEndsAt != nil {
-			ended = *t.TrialEndsAt
-		}
-		return []Event{TrialExpired{EndedAt: ended, Severity: SeveritySoft}}, nil
-	case Activate:
-		return []Event{TenantActivated{From: t.Status}}, nil
-	case Suspend:
-		if c.Dunning && (t.BillingStatus != BillingPastDue || t.PaymentOverdueAt == nil || now.Before(*t.PaymentOverdueAt)) {
-			return nil, &Error{Code: CodeInvariant, Rule: "not_overdue", Command: CmdSuspend,
-				Message: "the tenant's payment is not overdue (billing status " + string(t.BillingStatus) + ")"}
-		}
-		sev := c.Severity
-		if sev == "" {
-			sev = c.Reason.DefaultSeverity()
-		}
-		return []Event{TenantSuspended{Reason: c.Reason, Severity: sev, Note: c.Note, SuspendedBy: c.By, AutoResumeAt: clonePtr(c.AutoResumeAt)}}, nil
-	case Resume:
-		return t.decideResume(c, now, cat)
-	case Cancel:
-		eff := now.AddDate(0, 0, DefaultCancelDays)
-		if c.EffectiveAt != nil {
-			eff = c.EffectiveAt.UTC()
-		}
-		return []Event{CancellationRequested{EffectiveAt: eff, Reason: c.Reason}}, nil
-	case RevertCancellation:
-		to := t.Cancellation.RevertsTo()
-		reverted := CancellationReverted{To: to}
-		if to == StatusTrial {
-			reverted.TrialEndsAt = clonePtr(t.TrialEndsAt)
-		}
-		evs := []Event{reverted}
-		if to == StatusTrial && t.trialEnded(now) {
-			// The trial ended while the cancellation was pending: the revert
-			// returns to a trial that has expired.
-			evs = append(evs, TrialExpired{EndedAt: *t.TrialEndsAt, Severity: SeveritySoft})
-		}
-		return evs, nil
-	case CompleteCancellation:
-		if now.Before(t.Cancellation.EffectiveAt) {
-			return nil, &Error{Code: CodeInvariant, Rule: "cancellation_not_due",
-				Message: "the cancellation takes effect at " + t.Cancellation.EffectiveAt.Format(time.RFC3339)}
-		}
-		return []Event{CancellationCompleted{DataRetentionUntil: t.retentionUntil(now, 0, cat)}}, nil
-	case MigrateRegion:
-		if c.To == t.Region {
-			return nil, &Error{Code: CodeInvariant, Field: "target_region", Rule: "different_region",
-				Message: "the tenant is already in " + string(t.Region)}
-		}
-		return []Event{RegionMigrationStarted{From: t.Region, To: c.To}}, nil
-	case CompleteMigration:
-		return []Event{RegionMigrationCompleted{From: t.Migration.From, To: t.Migration.To}}, nil
-	case FailMigration:
-		return []Event{RegionMigrationFailed{From: t.Migration.From, To: t.Migration.To, Reason: c.Reason}}, nil
-	case RollbackMigration:
-		return []Event{RegionMigrationRolledBack{From: t.Migration.From, To: t.Migration.To, Reason: c.Reason}}, nil
-	case Terminate:
-		days := c.RetentionDays
-		if days == 0 {
-			days = cat.RetentionDays(t.Edition)
-		}
-		return []Event{TenantTerminated{Reason: c.Reason, RetentionDays: days, DataRetentionUntil: now.AddDate(0, 0, days)}}, nil
-	case Restore:
-		if !now.Before(t.Termination.DataRetentionUntil) {
-			return nil, &Error{Code: CodeInvariant, Rule: "retention_expired",
-				Message: "the tenant's data was kept until " + t.Termination.DataRetentionUntil.Format(time.RFC3339) + "; it can no longer be restored"}
-		}
-		return []Event{TenantRestored{}}, nil
-	case Purge:
-		return []Event{TenantPurged{NormalizedName: t.NormalizedName}}, nil
-	case ChangeEdition:
-		return t.decideChangeEdition(c, cat)
-	case Rename:
-		name, _ := ValidateName("name", c.Name)
-		if name == t.Name {
-			return nil, &Error{Code: CodeInvariant, Field: "name", Rule: "unchanged", Message: "the tenant already has this name"}
-		}
-		return []Event{TenantRenamed{From: t.Name, To: name, NormalizedName: NormalizeName(name)}}, nil
-	case UpdateProfile:
-		return t.decideUpdateProfile(c), nil
-	case SetOverride:
-		return t.decideSetOverride(c, cat)
-	case ClearOverride:
-		return t.decideClearOverride(c, cat)
-	case SetPolicy:
-		p, err := ValidatePolicy(cat, t.Entitlements(cat), c.Policy)
-		if err != nil {
-			return nil, err
-		}
-		if old, ok := t.Policies[p.Type]; ok && old.Enforced == p.Enforced && string(old.Settings) == string(p.Settings) {
-			return nil, nil
-		}
-		return []Event{PolicySet{Policy: p}}, nil
-	case RemovePolicy:
-		if _, ok := t.Policies[c.Type]; !ok {
-			return nil, &Error{Code: CodeNotFound, Field: "type", Rule: "policy_set", Message: "the tenant has no policy " + string(c.Type)}
-		}
-		return []Event{PolicyRemoved{Type: c.Type}}, nil
-	case RecordBillingStatus:
-		if t.billingSeen[c.ProviderEventID] {
-			return nil, nil // a redelivery
-		}
-		if c.ProviderOccurredAt != nil && t.billingAt != nil && !c.ProviderOccurredAt.After(*t.billingAt) {
-			return nil, nil // older than what we have: arrived out of order
-		}
-		changed := BillingStatusChanged{From: t.BillingStatus, To: c.Status, Provider: c.Provider,
-			ProviderEventID: c.ProviderEventID, ProviderOccurredAt: clonePtr(c.ProviderOccurredAt)}
-		if c.Status == BillingPastDue {
-			if t.BillingStatus == BillingPastDue && t.PaymentOverdueAt != nil {
-				changed.OverdueAt = clonePtr(t.PaymentOverdueAt) // still the same stretch of past_due
-			} else {
-				since := now
-				if c.ProviderOccurredAt != nil && c.ProviderOccurredAt.Before(now) {
-					since = c.ProviderOccurredAt.UTC()
-				}
-				changed.OverdueAt = ptr(since.AddDate(0, 0, cat.PaymentGraceDays(t.Edition)))
-			}
-		}
-		return []Event{changed}, nil
-	}
-	return nil, Invalid("command", "known_command", "unknown command %s", cmd.CommandName())
+	return cmd.decide(t, now, cat)
 }
 
 // decideResume returns the tenant to the status it was suspended from, with
@@ -585,115 +254,8 @@ var (
 	labelValuePattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$|^$`)
 )
 
-// validate checks a command's fields. Every refusal names the field and the rule.
-func validate(cmd Command, now time.Time) error {
-	switch c := cmd.(type) {
-	case Create:
-		if c.TenantID == uuid.Nil {
-			return Invalid("id", "required", "tenant id is required")
-		}
-		if !IsExternalID(c.ExternalID) {
-			return Invalid("external_id", "format", "external id must look like ORG-1A2B3C4D")
-		}
-		if _, err := ValidateName("name", c.Name); err != nil {
-			return err
-		}
-		if err := validateEdition("edition", c.Edition); err != nil {
-			return err
-		}
-		if err := validateRegion("region", c.Region); err != nil {
-			return err
-		}
-		if c.TrialDays < 0 || c.TrialDays > MaxTrialDays {
-			return Invalid("trial_days", "range", "trial_days must be between 1 and %d (0 or absent: the default)", MaxTrialDays)
-		}
-		return validateProfile(&c.Contacts, &c.Metadata, &c.Labels, &c.ComplianceStandards)
-	case FailProvisioning:
-		return validateText("reason", c.Reason, maxReasonLength)
-	case ExtendTrial:
-		if c.Days < 1 || c.Days > MaxTrialDays {
-			return Invalid("days", "range", "days must be between 1 and %d", MaxTrialDays)
-		}
-	case Suspend:
-		if c.Reason == "" {
-			return Invalid("reason", "required", "reason is required; one of %s", join(SuspensionReasons()))
-		}
-		if !c.Reason.Valid() {
-			return Invalid("reason", "enum", "reason must be one of %s", join(SuspensionReasons()))
-		}
-		if c.Severity != "" && !c.Severity.Valid() {
-			return Invalid("severity", "enum", "severity must be one of %s", join(Severities()))
-		}
-		if c.AutoResumeAt != nil && !c.AutoResumeAt.After(now) {
-			return Invalid("auto_resume_at", "future", "auto_resume_at must be in the future")
-		}
-		if c.Dunning && c.Reason != ReasonPaymentOverdue {
-			return Invalid("reason", "dunning", "a dunning suspension has reason payment_overdue")
-		}
-		return validateText("note", c.Note, maxNoteLength)
-	case Resume:
-		return validateText("note", c.Note, maxNoteLength)
-	case Cancel:
-		if c.EffectiveAt != nil && c.EffectiveAt.Before(now.Add(-time.Minute)) {
-			return Invalid("effective_at", "not_past", "effective_at must not be in the past")
-		}
-		return validateText("reason", c.Reason, maxReasonLength)
-	case MigrateRegion:
-		return validateRegion("target_region", c.To)
-	case FailMigration:
-		return validateText("reason", c.Reason, maxReasonLength)
-	case RollbackMigration:
-		return validateText("reason", c.Reason, maxReasonLength)
-	case Terminate:
-		if c.RetentionDays != 0 && (c.RetentionDays < MinRetentionDays || c.RetentionDays > MaxRetentionDays) {
-			return Invalid("retention_days", "range", "retention_days must be between %d and %d", MinRetentionDays, MaxRetentionDays)
-		}
-		return validateText("reason", c.Reason, maxReasonLength)
-	case ChangeEdition:
-		return validateEdition("edition", c.Edition)
-	case Rename:
-		_, err := ValidateName("name", c.Name)
-		return err
-	case UpdateProfile:
-		if c.Name == nil && c.Contacts == nil && c.Metadata == nil && c.Labels == nil && c.ComplianceStandards == nil {
-			return Invalid("body", "at_least_one_field", "give at least one of name, contacts, metadata, labels, compliance_standards")
-		}
-		if c.Name != nil {
-			if _, err := ValidateName("name", *c.Name); err != nil {
-				return err
-			}
-		}
-		return validateProfile(c.Contacts, c.Metadata, c.Labels, c.ComplianceStandards)
-	case SetOverride:
-		if (c.Enabled == nil) == (c.Value == nil) {
-			return Invalid("body", "one_of", "give exactly one of enabled (a feature) or value (a limit)")
-		}
-		if c.Key == "" {
-			return Invalid("key", "required", "key is required")
-		}
-	case ClearOverride:
-		if c.Key == "" {
-			return Invalid("key", "required", "key is required")
-		}
-	case RemovePolicy:
-		if c.Type == "" {
-			return Invalid("type", "required", "policy type is required")
-		}
-	case RecordBillingStatus:
-		if !c.Status.Valid() {
-			return Invalid("status", "enum", "status must be one of %s", join(BillingStatuses()))
-		}
-		if strings.TrimSpace(c.ProviderEventID) == "" {
-			return Invalid("provider_event_id", "required", "provider_event_id is required (it de-duplicates redeliveries)")
-		}
-		if len(c.ProviderEventID) > 255 {
-			return Invalid("provider_event_id", "max_length", "provider_event_id must be at most 255 characters")
-		}
-		return validateText("provider", c.Provider, 100)
-	}
-	return nil
-}
-
+// validateEdition and the helpers below check commands' fields (each
+// command's validate): every refusal names the field and the rule.
 func validateEdition(field string, e Edition) error {
 	if e == "" {
 		return Invalid(field, "required", "%s is required; one of %s", field, join(Editions()))
