@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
-
 )
 
 // Command is a request to change a tenant. Each type's decide rule is in
