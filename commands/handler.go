@@ -187,6 +187,20 @@ func (h *Handler) Resolve(ctx context.Context, externalID string) (uuid.UUID, er
 	return id, nil
 }
 
+// Head is where a tenant's stream ends: the version and global position of
+// its last event. ok is false when the tenant has no stream. Reads use it to
+// wait until the read model holds every change made to the tenant so far.
+func (h *Handler) Head(ctx context.Context, id uuid.UUID) (version uint64, pos eventstore.Position, ok bool, err error) {
+	recs, err := h.store.ReadStream(ctx, aggregate.StreamName(id), eventstore.Backward, -1, 1)
+	if errors.Is(err, eventstore.ErrStreamNotFound) {
+		return 0, eventstore.Position{}, false, nil
+	}
+	if err != nil {
+		return 0, eventstore.Position{}, false, fmt.Errorf("head of tenant %s: %w", id, err)
+	}
+	return recs[0].Version, recs[0].Position, true, nil
+}
+
 func notFound(id uuid.UUID) error {
 	return &aggregate.Error{Code: aggregate.CodeNotFound, Message: "tenant " + id.String() + " not found"}
 }

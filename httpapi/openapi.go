@@ -279,6 +279,10 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 		if r.consistent {
 			params = append(params, schema{"name": "X-Consistency-Token", "in": "header", "schema": schema{"type": "string"},
 				"description": "Wait (up to 2 s) until the read model has reached this token from a command's response; 503 otherwise. A token beyond the last event the store holds answers 400 at once."})
+			if r.operationID == "getTenant" || r.operationID == "legacyGetOrganization" {
+				params = append(params, schema{"name": "Consistency", "in": "header", "schema": schema{"type": "string", "enum": []string{"strong", "eventual"}},
+					"description": "strong (the default): the read waits (up to 2 s) until the read model holds every change made to the tenant so far, so a client reads its own writes without a token. eventual: answer from the read model as it is."})
+			}
 		}
 		responses := schema{
 			"400": problem("The request breaks a rule; field and rule say which (a JSON body must be valid UTF-8 and name each member once)."),

@@ -36,12 +36,14 @@ import (
 type Commands interface {
 	Execute(ctx context.Context, req commands.Request) (commands.Result, error)
 	Resolve(ctx context.Context, externalID string) (uuid.UUID, error)
+	Head(ctx context.Context, id uuid.UUID) (version uint64, pos eventstore.Position, ok bool, err error)
 	Load(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, []aggregate.Envelope, error)
 }
 
 // Queries is what the API needs of the read side.
 type Queries interface {
 	Get(ctx context.Context, idOrExternalID string) (*aggregate.Tenant, eventstore.Position, error)
+	GetFresh(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, queries.StreamEnd, error)
 	List(ctx context.Context, f queries.ListFilter) (queries.Page, error)
 	Events(ctx context.Context, tenantID uuid.UUID, f queries.EventFilter) (queries.EventPage, error)
 	WaitFor(ctx context.Context, pos eventstore.Position, timeout time.Duration) error

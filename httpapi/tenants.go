@@ -98,6 +98,63 @@ func (s *Server) waitConsistent(c echo.Context) error {
 	return s.deps.Queries.WaitFor(ctx, pos, s.opts.ConsistencyWait)
 }
 
+// readYourWrites reads one tenant so that it sees every change made to it
+// so far, without any header: when the read model's row is behind the
+// tenant's stream (or missing while the stream exists), the read waits,
+// bounded like a consistency token, until the read model holds the
+// stream's last event. So a client reads its own writes (a GET straight
+// after the 201 of a create answers 200, not 404), on any replica. On the
+// Postgres store the row and the stream's end are read in one statement;
+// elsewhere the stream's end is asked of the event store. Consistency:
+// eventual, or a consistency token (waited for already), reads the row as
+// it is.
+func (s *Server) readYourWrites(c echo.Context) (*aggregate.Tenant, error) {
+	req := c.Request()
+	ctx := req.Context()
+	raw := c.Param("id")
+	if strings.EqualFold(req.Header.Get("Consistency"), "eventual") || req.Header.Get("X-Consistency-Token") != "" || c.QueryParam("consistent_with") != "" {
+		t, _, err := s.deps.Queries.Get(ctx, raw)
+		return t, err
+	}
+	var (
+		t   *aggregate.Tenant
+		end queries.StreamEnd
+		err error
+	)
+	id, perr := uuid.Parse(raw)
+	if perr == nil {
+		t, end, err = s.deps.Queries.GetFresh(ctx, id)
+	}
+	if perr != nil || errors.Is(err, queries.ErrNoStreamEnd) {
+		// An external id, or an event store of its own: two looks.
+		t, _, err = s.deps.Queries.Get(ctx, raw)
+		if err != nil && !errors.Is(err, queries.ErrNotFound) {
+			return nil, err
+		}
+		if t != nil {
+			id = t.ID
+		} else if id, err = s.tenantRef(c); err != nil {
+			return nil, newProblem(http.StatusNotFound, typeNotFound, "Not found", "No tenant with this id or external id.")
+		}
+		if end.Version, end.Position, end.Exists, err = s.deps.Commands.Head(ctx, id); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case err != nil:
+		return nil, err
+	case !end.Exists && t == nil:
+		return nil, fmt.Errorf("get tenant %s: %w", raw, queries.ErrNotFound)
+	case t != nil && t.Version >= end.Version:
+		return t, nil
+	}
+	if err := s.deps.Queries.WaitFor(ctx, end.Position, s.opts.ConsistencyWait); err != nil {
+		return nil, err
+	}
+	t, _, err = s.deps.Queries.Get(ctx, raw)
+	return t, err
+}
+
 // respond sends a command's result: the new state, its ETag and the
 // consistency token a later read can wait for.
 func (s *Server) respond(c echo.Context, status int, res commands.Result) error {
@@ -163,7 +220,7 @@ func (s *Server) getTenant(c echo.Context) error {
 	if err := s.waitConsistent(c); err != nil {
 		return err
 	}
-	t, _, err := s.deps.Queries.Get(c.Request().Context(), c.Param("id"))
+	t, err := s.readYourWrites(c)
 	if err != nil {
 		return err
 	}

@@ -34,11 +34,76 @@ var ErrNotFound error = &aggregate.Error{Code: aggregate.CodeNotFound, Message: 
 // holds nothing but the pool.
 type Reader struct {
 	pool *pgxpool.Pool
+	// events: the database holds the Postgres event store too (its events
+	// table), so a read can learn where a tenant's stream ends in the same
+	// statement (GetFresh).
+	events bool
 }
 
 // NewReader returns a Reader over the database that holds the read model.
 func NewReader(pool *pgxpool.Pool) *Reader {
 	return &Reader{pool: pool}
+}
+
+// WithEventsInDatabase says the Reader's database also holds the events
+// (the Postgres event store, the default), which GetFresh reads the end of
+// a tenant's stream from. It returns r.
+func (r *Reader) WithEventsInDatabase() *Reader {
+	r.events = true
+	return r
+}
+
+// ErrNoStreamEnd: GetFresh cannot see the event store from the read
+// model's database (EventStoreDB); the caller asks the event store.
+var ErrNoStreamEnd = errors.New("the read model's database does not hold the events")
+
+// StreamEnd is where a tenant's stream ends: its last event's version and
+// position. Exists is false when the tenant has no stream.
+type StreamEnd struct {
+	Exists   bool
+	Version  uint64
+	Position eventstore.Position
+}
+
+// getFreshSQL reads a tenant's row (if any) and the end of its stream in
+// one statement: both through primary or unique keys.
+const getFreshSQL = `
+SELECT t.state, t.position_commit, t.position_prepare, h.version, h.transaction_id, h.position
+FROM (SELECT 1) one
+LEFT JOIN tenants t ON t.id = $1
+LEFT JOIN LATERAL (SELECT version, transaction_id, position FROM events WHERE stream = $2 ORDER BY version DESC LIMIT 1) h ON true`
+
+// GetFresh is Get by tenant id, with where the tenant's stream ends, read
+// together in one statement, so a read can tell at once whether the read
+// model's row holds every change made to the tenant (t is nil when the read
+// model has no row). Only for a Reader WithEventsInDatabase; otherwise
+// ErrNoStreamEnd.
+func (r *Reader) GetFresh(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, StreamEnd, error) {
+	if !r.events {
+		return nil, StreamEnd{}, ErrNoStreamEnd
+	}
+	var (
+		state           []byte
+		commit, prepare *int64
+		version         *int64
+		xid, position   *uint64
+	)
+	err := r.pool.QueryRow(ctx, getFreshSQL, [16]byte(id), aggregate.StreamName(id)).Scan(&state, &commit, &prepare, &version, &xid, &position)
+	if err != nil {
+		return nil, StreamEnd{}, fmt.Errorf("get tenant %s: %w", id, err)
+	}
+	var end StreamEnd
+	if version != nil {
+		end = StreamEnd{Exists: true, Version: uint64(*version), Position: eventstore.Position{Commit: *xid, Prepare: *position}}
+	}
+	if state == nil {
+		return nil, end, nil
+	}
+	t, err := aggregate.UnmarshalSnapshot(state)
+	if err != nil {
+		return nil, end, fmt.Errorf("get tenant %s: %w", id, err)
+	}
+	return t, end, nil
 }
 
 // Get returns a tenant by its id (a UUID) or its external id ("ORG-" and 8

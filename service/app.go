@@ -232,6 +232,9 @@ func Open(ctx context.Context, cfg Config) (_ *App, err error) {
 	a.Commands = commands.NewHandler(a.store, commands.Options{Catalog: a.catalog, Logger: a.log, Now: cfg.Now,
 		Tracer: cfg.TracerProvider.Tracer("github.com/tenancyhq/tenancy/commands")})
 	a.Reader = queries.NewReader(pool)
+	if a.esdb == nil {
+		a.Reader.WithEventsInDatabase()
+	}
 	a.metrics.Registry.MustRegister(
 		metrics.NewProjectionsCollector(a.projectionStats),
 		metrics.NewTenantsCollector(a.Reader.CountByStatusAndEdition),

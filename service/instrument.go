@@ -22,6 +22,7 @@ import (
 type commandHandler interface {
 	Execute(ctx context.Context, req commands.Request) (commands.Result, error)
 	Resolve(ctx context.Context, externalID string) (uuid.UUID, error)
+	Head(ctx context.Context, id uuid.UUID) (uint64, eventstore.Position, bool, error)
 	Load(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, []aggregate.Envelope, error)
 }
 
@@ -55,6 +56,11 @@ func (c *instrumentedCommands) Execute(ctx context.Context, req commands.Request
 // Resolve implements commandHandler.
 func (c *instrumentedCommands) Resolve(ctx context.Context, externalID string) (uuid.UUID, error) {
 	return c.inner.Resolve(ctx, externalID)
+}
+
+// Head implements commandHandler.
+func (c *instrumentedCommands) Head(ctx context.Context, id uuid.UUID) (uint64, eventstore.Position, bool, error) {
+	return c.inner.Head(ctx, id)
 }
 
 // Load implements commandHandler.
