@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,7 +137,7 @@ func (s *Server) healthRoutes() []route {
 		return route{method: http.MethodGet, path: path, operationID: id, tag: "health", summary: summary,
 			status: http.StatusOK, result: "Health", handler: fn}
 	}
-	return []route{
+	routes := []route{
 		get("/health", "health", "Summary: ok, degraded (a non-critical dependency is down) or down",
 			func(c echo.Context) error { return report(c, false) }),
 		get("/health/live", "healthLive", "The process is alive",
@@ -158,4 +159,28 @@ func (s *Server) healthRoutes() []route {
 		get("/health/dependencies", "healthDependencies", "Each dependency with its status and latency, and projection lag",
 			func(c echo.Context) error { return report(c, true) }),
 	}
+	// The original service served its probes under /api/v1: the same
+	// routes there, so old probe settings keep working.
+	for _, r := range routes[:3] {
+		alias := r
+		alias.path = "/api/v1" + r.path
+		alias.operationID = "v1" + strings.ToUpper(r.operationID[:1]) + r.operationID[1:]
+		alias.summary = r.summary + " (alias at the original service's path)"
+		routes = append(routes, alias)
+	}
+	return append(routes, route{method: http.MethodGet, path: "/", operationID: "serviceInfo", tag: "health",
+		summary: "The service's name, version and links (documentation, OpenAPI, health, console)",
+		status:  http.StatusOK, result: "ServiceInfo", handler: s.serviceInfo})
+}
+
+// serviceInfo is what GET / answers: who this is and where to go next.
+func (s *Server) serviceInfo(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]any{
+		"service": "tenancy",
+		"version": s.opts.Version,
+		"links": map[string]string{
+			"docs": "/docs", "openapi": "/openapi.json", "health": "/health", "ready": "/health/ready",
+			"metrics": "/metrics", "console": "/console/", "tenants": "/api/v1/tenants",
+		},
+	})
 }

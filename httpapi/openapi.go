@@ -86,18 +86,18 @@ func createSchema() schema {
 	p["id"] = schema{"type": "string", "format": "uuid", "description": "The tenant id to use (default: generated)."}
 	p["name"] = str("The organization's name; unique (case, white space and Unicode forms folded).", 200)
 	p["edition"] = enumOf("The edition (plan tier).", aggregate.Editions())
-	p["region"] = enumOf("Where the tenant's data lives.", aggregate.Regions())
+	p["region"] = enumOf("Where the tenant's data lives (default: the service's DEFAULT_REGION, us-east-1 unless configured).", aggregate.Regions())
 	p["trial"] = schema{"type": "boolean", "description": "Start a trial when provisioning completes (default true)."}
 	p["trial_days"] = intRange("The trial's length (default: the edition's).", 0, aggregate.MaxTrialDays)
-	return obj(p, "name", "edition", "region")
+	return obj(p, "name", "edition")
 }
 
 func legacyCreateSchema() schema {
 	return obj(props{
 		"name":    str("The organization's name.", 200),
 		"edition": enumOf("The edition.", aggregate.Editions()),
-		"region":  enumOf("The region.", aggregate.Regions()),
-	}, "name", "edition", "region")
+		"region":  enumOf("The region (default: the service's DEFAULT_REGION).", aggregate.Regions()),
+	}, "name", "edition")
 }
 
 func legacySuspendSchema() schema {
@@ -237,6 +237,8 @@ func components(cat *aggregate.Catalog) schema {
 			"total": schema{"type": "integer"}, "percent": schema{"type": "number"}, "events_per_second": schema{"type": "number"},
 			"eta_seconds": schema{"type": "number"}, "error": schema{"type": "string"}, "started_at": dateTime(""), "finished_at": dateTime("")}),
 		"Health": open(props{"status": enumOf("", []string{"ok", "degraded", "down"}), "checks": schema{"type": "object"}}),
+		"ServiceInfo": open(props{"service": schema{"type": "string"}, "version": schema{"type": "string"},
+			"links": schema{"type": "object", "additionalProperties": schema{"type": "string"}}}),
 		"Problem": open(props{
 			"type": schema{"type": "string", "format": "uri"}, "title": schema{"type": "string"}, "status": schema{"type": "integer"},
 			"detail": schema{"type": "string"}, "instance": schema{"type": "string"}, "field": schema{"type": "string"}, "rule": schema{"type": "string"},

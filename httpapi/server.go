@@ -88,6 +88,9 @@ type Options struct {
 	ConsistencyWait time.Duration
 	// Version is reported by /health.
 	Version string
+	// DefaultRegion is a create's region when the request names none
+	// (default us-east-1), as the original service's examples expect.
+	DefaultRegion aggregate.Region
 	// BodyTimeout bounds how long a client may take to send a request's
 	// body once its headers are in (default 30 s): a body that dribbles in
 	// slower is cut with 408, whoever sends it.
@@ -128,6 +131,9 @@ func New(deps Deps, opts Options) (*Server, error) {
 	}
 	if deps.Health == nil {
 		deps.Health = NewHealth()
+	}
+	if opts.DefaultRegion == "" {
+		opts.DefaultRegion = "us-east-1"
 	}
 	if opts.ConsistencyWait <= 0 {
 		opts.ConsistencyWait = 2 * time.Second

@@ -205,6 +205,9 @@ func (s *Server) createTenant(c echo.Context) error {
 }
 
 func (s *Server) create(c echo.Context, cmd aggregate.Create) error {
+	if cmd.Region == "" {
+		cmd.Region = s.opts.DefaultRegion
+	}
 	res, err := s.deps.Commands.Execute(c.Request().Context(), commands.Request{Command: cmd, Identity: identity(c), Metadata: s.metadata(c)})
 	if err != nil {
 		return err

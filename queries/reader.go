@@ -1,6 +1,8 @@
 // Package queries is the read side of the tenancy service: it answers the REST
 // API's reads from the Postgres read model (tables tenants and tenant_events,
-// written by the read-model projection) and never touches the event store.
+// written by the read-model projection). It does not read events, with one
+// exception: GetFresh learns where a tenant's stream ends, in the same
+// statement as its row, when the Postgres event store shares the database.
 //
 // Every query is plain SQL over the indexes of migration 002. Lists page by
 // keyset ("seek") on (sort key, id) with opaque cursors, so a client walking

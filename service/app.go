@@ -80,6 +80,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// ConsistencyWait bounds how long a read waits for a consistency token.
 	ConsistencyWait time.Duration
+	// DefaultRegion is a create's region when the request names none
+	// (DEFAULT_REGION; default us-east-1).
+	DefaultRegion aggregate.Region
 	// ExternalProvisioning leaves tenants in PROVISIONING for an outside
 	// provisioner (PROVISIONING_MODE=external); by default the service
 	// provisions them itself.
@@ -253,7 +256,7 @@ func Open(ctx context.Context, cfg Config) (_ *App, err error) {
 		a.server, err = httpapi.New(httpapi.Deps{Commands: instrumentCommands(a.Commands, a.metrics, a.log), Queries: a.Reader,
 			Auth: cfg.Auth, Observer: a.metrics, TracerProvider: cfg.TracerProvider, Replayer: queries.NewReplayer(a.store), Admin: a.admin,
 			Catalog: a.catalog, Health: a.health, Logger: a.log, Head: a.storeEnd()},
-			httpapi.Options{ConsistencyWait: cfg.ConsistencyWait, Version: cfg.Version,
+			httpapi.Options{ConsistencyWait: cfg.ConsistencyWait, Version: cfg.Version, DefaultRegion: cfg.DefaultRegion,
 				BodyTimeout: cfg.HTTPBodyTimeout, RequestTimeout: cfg.HTTPRequestTimeout})
 		if err != nil {
 			return nil, err
@@ -429,7 +432,9 @@ func (a *App) Addr() string {
 // authentication, like health) and the API.
 func (a *App) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{Registry: a.metrics.Registry}))
+	metrics := promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{Registry: a.metrics.Registry})
+	mux.Handle("GET /metrics", metrics)
+	mux.Handle("GET /api/v1/metrics", metrics) // where the original service served them
 	mux.Handle("/", a.server)
 	return mux
 }

@@ -3,6 +3,7 @@ package service_test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -61,5 +62,15 @@ func TestClientsReadTheirOwnWrites(t *testing.T) {
 			}
 			wg.Wait()
 		})
+	}
+}
+
+// TestMetricsWhereTheOriginalServedThem: /api/v1/metrics is /metrics.
+func TestMetricsWhereTheOriginalServedThem(t *testing.T) {
+	t.Parallel()
+	s := startService(t, serviceOptions{noProjections: true})
+	r := s.must(http.StatusOK, "", "GET", "/api/v1/metrics", nil)
+	if !strings.Contains(string(r.body), "tenancy_idempotency_replays_total") {
+		t.Fatalf("/api/v1/metrics does not look like the metrics: %.200s", r.body)
 	}
 }

@@ -30,6 +30,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/internal/auth"
 	"github.com/tenancyhq/tenancy/internal/logging"
 	"github.com/tenancyhq/tenancy/internal/natsserver"
@@ -75,6 +76,7 @@ type options struct {
 	natsWindow    time.Duration
 	bodyTimeout   time.Duration
 	reqTimeout    time.Duration
+	defaultRegion string
 	// From the environment only (secrets stay out of flags and ps):
 	masterKey string       // TENANCY_MASTER_KEY
 	auth      authSettings // JWT_*
@@ -134,6 +136,8 @@ those in flight, lets projections commit their batch, and exits 0.`,
 	serve.Flags().StringVar(&o.httpAddr, "http-addr", env("HTTP_ADDR", ":8000"), "address the API listens on [$HTTP_ADDR]")
 	serve.Flags().DurationVar(&o.bodyTimeout, "http-body-timeout", envDuration("HTTP_BODY_TIMEOUT", 30*time.Second),
 		"how long a client may take to send a request body once its headers are in; a slower body is cut with 408 [$HTTP_BODY_TIMEOUT]")
+	serve.Flags().StringVar(&o.defaultRegion, "default-region", env("DEFAULT_REGION", "us-east-1"),
+		"region of a tenant created without one [$DEFAULT_REGION]")
 	serve.Flags().DurationVar(&o.reqTimeout, "http-request-timeout", envDuration("HTTP_REQUEST_TIMEOUT", 60*time.Second),
 		"how long one request may take, headers to answer; past it its work is cancelled with 503 [$HTTP_REQUEST_TIMEOUT]")
 	serve.Flags().BoolVar(&o.noProjections, "no-projections", false, "do not run projections here (run tenancy project elsewhere)")
@@ -230,6 +234,9 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 	if o.provisioning != "auto" && o.provisioning != "external" {
 		return fmt.Errorf("--provisioning-mode %q: want auto or external", o.provisioning)
 	}
+	if o.defaultRegion != "" && !aggregate.Region(o.defaultRegion).Valid() {
+		return fmt.Errorf("--default-region %q: want one of %v", o.defaultRegion, aggregate.Regions())
+	}
 	// Listen before anything else: a taken port is reported before a
 	// database is created or a key or token written.
 	var listener net.Listener
@@ -260,7 +267,7 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 		NATSURL: o.natsURL, NATSListen: o.natsListen, NATSStoreDir: o.natsStoreDir,
 		NATSStream:  natspub.StreamOptions{DuplicateWindow: o.natsWindow},
 		DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr, Listener: listener,
-		HTTPBodyTimeout: o.bodyTimeout, HTTPRequestTimeout: o.reqTimeout,
+		HTTPBodyTimeout: o.bodyTimeout, HTTPRequestTimeout: o.reqTimeout, DefaultRegion: aggregate.Region(o.defaultRegion),
 		Migrate: !o.noMigrate, Projections: withProjections, ProjectionFailure: policy,
 		Holder: service.DefaultHolder(), Version: version, Logger: log,
 	}
