@@ -85,6 +85,7 @@ type entry struct {
 	mu      sync.Mutex
 	loading chan struct{} // non-nil while a fetch runs; closed when it ends
 	loadErr error         // the last fetch's error
+	errAt   int64         // when it failed (unix ns)
 	pending []event       // events received while a fetch runs
 }
 
@@ -404,6 +405,12 @@ func (c *Cache) slowState(ctx context.Context, id uuid.UUID) (*state, error) {
 			}
 			stale = true // FetchFromAPI
 		}
+		if err := c.recentFailure(e); err != nil { // do not hammer an API that just failed
+			if stale {
+				return nil, staleError(id, c.age(s, c.now().UnixNano()), err)
+			}
+			return nil, err
+		}
 		done := c.fetch(e, "")
 		select {
 		case <-done:
@@ -428,6 +435,21 @@ func (c *Cache) slowState(ctx context.Context, id uuid.UUID) (*state, error) {
 			return nil, fmt.Errorf("tenant %s: the stream keeps being reset; no state to trust: %w", id, ErrStale)
 		}
 	}
+}
+
+// retryFetchAfter is how long a failed fetch answers for the tenant
+// before the next caller tries the API again.
+const retryFetchAfter = 500 * time.Millisecond
+
+// recentFailure returns the error of a fetch of e that failed less than
+// retryFetchAfter ago, if there is one.
+func (c *Cache) recentFailure(e *entry) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.loadErr == nil || e.loading != nil || c.now().UnixNano()-e.errAt > int64(retryFetchAfter) {
+		return nil
+	}
+	return fmt.Errorf("fetch tenant %s (failed %s ago): %w", e.id, time.Duration(c.now().UnixNano()-e.errAt).Round(time.Millisecond), e.loadErr)
 }
 
 func notFound(id uuid.UUID) error { return fmt.Errorf("tenant %s: %w", id, ErrTenantNotFound) }

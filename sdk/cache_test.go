@@ -317,3 +317,30 @@ func TestCacheKeepsAnsweringWhileNATSIsDown(t *testing.T) {
 		}
 	}
 }
+
+func TestCacheHoldsEveryTenantWhenAskedTo(t *testing.T) {
+	t.Parallel()
+	svc := sdktest.Start(t)
+	ids := []uuid.UUID{
+		svc.CreateActive("All One", aggregate.EditionFree, "eu-west-2"),
+		svc.CreateActive("All Two", aggregate.EditionEnterprise, "eu-west-2"),
+	}
+	c := openCache(t, svc, sdk.Options{AllTenants: true})
+	listed := c.Status()
+	if listed.Tenants != 2 || listed.Fetches > 2 {
+		t.Fatalf("status after Open = %+v, want both tenants from the listing", listed)
+	}
+	// A new tenant is folded from its events, without a fetch.
+	created := svc.CreateActive("All Three", aggregate.EditionProfessional, "eu-west-2")
+	eventually(t, propagationBound, "the new tenant", func() bool { return c.Status().Tenants == 3 })
+	eventually(t, propagationBound, "the new tenant active", func() bool {
+		ti, err := c.Tenant(context.Background(), created)
+		return err == nil && ti.Status == aggregate.StatusActive
+	})
+	if !enabled(t, c, created, aggregate.FeatureSSO) || enabled(t, c, ids[0], aggregate.FeatureSSO) || !enabled(t, c, ids[1], aggregate.FeatureSSO) {
+		t.Error("wrong sso answers")
+	}
+	if st := c.Status(); st.Fetches != listed.Fetches {
+		t.Errorf("status = %+v, want no fetch beyond the listing", st)
+	}
+}

@@ -69,7 +69,7 @@ func (c *Cache) runFetch(e *entry, token string, done chan struct{}) {
 		if err != nil {
 			c.stats.fetchErrors.Add(1)
 			c.recordError(err)
-			e.loadErr, e.pending, e.loading = err, nil, nil
+			e.loadErr, e.errAt, e.pending, e.loading = err, c.now().UnixNano(), nil, nil
 			e.mu.Unlock()
 			c.log.Warn("fetching a tenant failed", "tenant", e.id, "err", err)
 			return

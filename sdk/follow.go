@@ -215,18 +215,19 @@ func (c *Cache) followStream(created *time.Time) error {
 // moment it asked.
 func (c *Cache) probe(stream jetstream.Stream, created time.Time) error {
 	at := c.now().UnixNano()
+	handled := c.streamSeq.Load() // before asking: messages keep coming meanwhile
 	ctx, cancel := context.WithTimeout(c.ctx, max(c.opts.SyncInterval, 500*time.Millisecond))
 	defer cancel()
 	info, err := stream.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", c.opts.Stream, err)
 	}
+	if !info.Created.Equal(created) || info.State.LastSeq < handled {
+		return errStreamReset
+	}
 	c.fol.probeMu.Lock()
 	defer c.fol.probeMu.Unlock()
 	seq := c.streamSeq.Load()
-	if !info.Created.Equal(created) || info.State.LastSeq < seq {
-		return errStreamReset
-	}
 	c.fol.healthMu.Lock()
 	c.fol.failing = false
 	c.fol.healthMu.Unlock()
