@@ -411,7 +411,7 @@ func (c *Cache) slowState(ctx context.Context, id uuid.UUID) (*state, error) {
 			}
 			return nil, err
 		}
-		done := c.fetch(e, "")
+		done := c.fetchUnlessUsable(e)
 		select {
 		case <-done:
 		case <-ctx.Done():
@@ -428,6 +428,7 @@ func (c *Cache) slowState(ctx context.Context, id uuid.UUID) (*state, error) {
 			}
 			return nil, fmt.Errorf("fetch tenant %s: %w", id, err)
 		}
+		// Fetched just now (however long that took), or installed by an event.
 		if s := e.cur.Load(); s != nil && s.epoch == c.epoch.Load() {
 			return s, nil
 		}
@@ -435,6 +436,22 @@ func (c *Cache) slowState(ctx context.Context, id uuid.UUID) (*state, error) {
 			return nil, fmt.Errorf("tenant %s: the stream keeps being reset; no state to trust: %w", id, ErrStale)
 		}
 	}
+}
+
+// closedChan is a channel that is already closed.
+var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
+
+// fetchUnlessUsable starts a fetch of e unless, now that e's lock is held,
+// its state turns out usable after all (an event installed it meanwhile).
+func (c *Cache) fetchUnlessUsable(e *entry) <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s := e.cur.Load(); s != nil && e.loading == nil && s.epoch == c.epoch.Load() &&
+		(c.opts.WhenStale == ServeStale || c.age(s, c.now().UnixNano()) <= c.opts.MaxStaleness) {
+		e.loadErr = nil // whatever failed before, this state is good
+		return closedChan
+	}
+	return c.fetchLocked(e, "")
 }
 
 // retryFetchAfter is how long a failed fetch answers for the tenant

@@ -3,6 +3,7 @@ package sdk_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -16,9 +17,10 @@ import (
 )
 
 // propagationBound is how soon after a command's response the cache must
-// answer with it in these tests: generous, for a loaded machine; the
-// benchmark measures the real figure.
-const propagationBound = 3 * time.Second
+// answer with it in these tests: generous, for a loaded machine (the race
+// detector, other test binaries) where the service's own publisher can lag;
+// BenchmarkPropagation measures the real figure.
+const propagationBound = 10 * time.Second
 
 // openCache opens a cache on the service, closed when the test ends.
 func openCache(t testing.TB, svc *sdktest.Service, opts sdk.Options) *sdk.Cache {
@@ -132,7 +134,7 @@ func TestCacheAnswersChangeAfterEditionOverrideAndSuspension(t *testing.T) {
 			t.Fatalf("%s: the cache answers as if it had happened already", st.name)
 		}
 		st.do()
-		took := eventually(t, propagationBound, st.name, st.answered)
+		took := eventually(t, propagationBound, st.name+fmt.Sprintf(" (cache %+v)", c.Status()), st.answered)
 		t.Logf("%s: the cache answered with it %s after the command's response", st.name, took.Round(time.Millisecond))
 	}
 	if st := c.Status(); st.Fetches != 1 || st.Gaps != 0 || st.Events < 4 {

@@ -15,17 +15,12 @@ import (
 // events that arrived meanwhile still skip a version.
 const maxGapRefetches = 3
 
-// fetch starts fetching the tenant of e from the API, unless a fetch is
-// already running, and returns the channel closed when it ends. token, if
-// not empty, is a position the answer must include (the event that showed
-// a gap); otherwise the newest position seen on the stream is used, so the
-// answer includes every event the cache let pass before the fetch started.
-func (c *Cache) fetch(e *entry, token string) <-chan struct{} {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return c.fetchLocked(e, token)
-}
-
+// fetchLocked starts fetching the tenant of e from the API, unless a fetch
+// is already running, and returns the channel closed when it ends; the
+// caller holds e.mu. token, if not empty, is a position the answer must
+// include (the event that showed a gap); otherwise the newest position seen
+// on the stream is used, so the answer includes every event the cache let
+// pass before the fetch started.
 func (c *Cache) fetchLocked(e *entry, token string) <-chan struct{} {
 	if e.loading != nil {
 		return e.loading
