@@ -71,21 +71,25 @@ func BenchmarkEnabled(b *testing.B) {
 }
 
 // BenchmarkBytesPerTenant measures the heap a held tenant costs: 20,000
-// tenants without overrides (sharing their edition's entitlements), and
-// 20,000 with a feature and a limit override and a policy.
+// tenants without overrides (sharing their edition's entitlements), the
+// same with three decisions remembered each, and 20,000 with a feature and
+// a limit override and a policy.
 func BenchmarkBytesPerTenant(b *testing.B) {
 	const n = 20_000
 	for _, tc := range []struct {
 		name  string
 		extra []aggregate.Event
+		// asked are actions evaluated once each (remembered in the memo).
+		asked []string
 	}{
-		{"edition", nil},
+		{"edition", nil, nil},
+		{"edition+3-decisions", nil, []string{"sso.login", "user.create", "data.write"}},
 		{"overrides", []aggregate.Event{
 			aggregate.FeatureOverrideSet{Feature: aggregate.FeatureSSO, Enabled: true},
 			aggregate.LimitOverrideSet{Limit: aggregate.LimitMaxUsers, Value: 500},
 			aggregate.PolicySet{Policy: aggregate.PolicySetting{Type: aggregate.PolicyDataResidency, Enforced: true,
 				Settings: []byte(`{"allowed_regions":["eu-west-1"]}`)}},
-		}},
+		}, nil},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			for b.Loop() {
@@ -94,9 +98,14 @@ func BenchmarkBytesPerTenant(b *testing.B) {
 				for i := range tenants {
 					tenants[i] = activeTenant(uuid.New(), aggregate.EditionEssentials, tc.extra...)
 				}
-				c := newCache(Options{}.withDefaults())
+				c := newCache(Options{WhenStale: ServeStale}.withDefaults())
 				for _, t := range tenants {
 					c.hold(t)
+					for _, a := range tc.asked {
+						if _, err := c.Evaluate(context.Background(), t.ID, a, aggregate.PolicyContext{}); err != nil {
+							b.Fatal(err)
+						}
+					}
 				}
 				tenants = nil
 				after := heapInUse()
