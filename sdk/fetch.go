@@ -43,6 +43,8 @@ func (c *Cache) runFetch(e *entry, token string, done chan struct{}) {
 		if token == "" {
 			if p := c.lastPos.Load(); p != nil {
 				token = *p
+			} else if c.syncedAt.Load() == 0 {
+				c.blindFetches.Add(1) // nothing to wait for: the stream is not reached yet
 			}
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, c.opts.FetchTimeout)
@@ -152,6 +154,23 @@ func (c *Cache) editionEntitlements(e aggregate.Edition) aggregate.Entitlements 
 	return v.(aggregate.Entitlements)
 }
 
+// foldPendingLocked folds e's pending events onto s and installs the
+// result, or fetches the tenant if they skip a version; the caller holds e.mu.
+func (c *Cache) foldPendingLocked(e *entry, s *state) {
+	for i, ev := range e.pending {
+		next, ok := c.advance(s, ev)
+		if !ok {
+			c.stats.gaps.Add(1)
+			e.pending = e.pending[i:]
+			c.fetchLocked(e, ev.position)
+			return
+		}
+		s = next
+	}
+	e.pending = nil
+	e.cur.Store(s)
+}
+
 // slim drops the profile fields no entitlement or policy reads (names,
 // contacts, which NATS carries sealed, metadata, labels), so that a held
 // tenant costs little memory. Apply sets them again from later events, and
@@ -189,6 +208,7 @@ func (c *Cache) notifyChange(id uuid.UUID, old, s *state) {
 // calls it once the stream has been reached (or FetchTimeout has passed),
 // so that no event falls between a page and the stream.
 func (c *Cache) loadAll(ctx context.Context) error {
+	defer c.listing.Store(false) // set by newCache
 	if c.syncedAt.Load() == 0 {
 		c.log.Warn("loading every tenant before the event stream was reached; they are as fresh as the listing until it is")
 	}
@@ -212,15 +232,26 @@ func (c *Cache) loadAll(ctx context.Context) error {
 			t := slim(&page.Items[i].Tenant)
 			e, _ := c.tenants.getOrAdd(t.ID)
 			e.mu.Lock()
-			// A tenant that an event made the cache fetch meanwhile is
-			// newer than this page.
+			// A tenant folded from its first event meanwhile is newer
+			// than this page; events that arrived for it meanwhile are
+			// folded onto it.
 			if e.cur.Load() == nil && e.loading == nil {
-				e.cur.Store(c.newState(t, startedAt, epoch))
+				s := c.newState(t, startedAt, epoch)
+				c.foldPendingLocked(e, s)
 				c.remember(t.ExternalID, t.ID)
 			}
 			e.mu.Unlock()
 		}
 		if page.NextCursor == "" {
+			// Tenants with events but in no page (made during the
+			// listing, before a version the cache could start from).
+			c.tenants.each(func(e *entry) {
+				e.mu.Lock()
+				if e.cur.Load() == nil && e.loading == nil && len(e.pending) > 0 {
+					c.fetchLocked(e, e.pending[len(e.pending)-1].position)
+				}
+				e.mu.Unlock()
+			})
 			return nil
 		}
 		cursor = page.NextCursor

@@ -314,6 +314,10 @@ func (c *Cache) apply(ev event) {
 		switch {
 		case c.opts.AllTenants && ev.version == 0 && s == nil:
 			s = c.newState(&aggregate.Tenant{}, c.now().UnixNano(), c.epoch.Load()) // a new tenant: folded from its first event
+		case c.opts.AllTenants && c.listing.Load():
+			e.pending = append(e.pending, ev) // folded onto the listing's state
+			e.mu.Unlock()
+			return
 		case c.opts.AllTenants:
 			e.pending = append(e.pending[:0], ev)
 			c.fetchLocked(e, ev.position)
@@ -365,7 +369,7 @@ func (c *Cache) markSynced(at int64) {
 		c.syncedAt.Store(at)
 	}
 	c.syncedOnce.Do(func() {
-		if c.stats.fetches.Load() > 0 {
+		if c.blindFetches.Load() > 0 {
 			// Fetched before the stream was reached: without a position
 			// to wait for, such a fetch may predate events the stream
 			// delivered before the cache was following it.

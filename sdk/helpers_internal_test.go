@@ -14,6 +14,7 @@ import (
 func offlineCache(tb testing.TB, opts Options) *Cache {
 	tb.Helper()
 	c := newCache(opts.withDefaults())
+	c.startClock()
 	c.syncedAt.Store(c.now().UnixNano())
 	tb.Cleanup(c.Close)
 	return c

@@ -119,9 +119,12 @@ type Options struct {
 
 	// Logger receives the cache's logs (default: discard).
 	Logger *slog.Logger
-	// Now is the clock (default time.Now). Evaluation reads it at a
-	// resolution of one second (see Cache.Evaluate).
+	// Now is the clock (default time.Now, which the cache then reads every
+	// few milliseconds rather than on every answer). Evaluation reads it at
+	// a resolution of one second (see Cache.Evaluate).
 	Now func() time.Time
+	// nowDefault: Now is time.Now, so the coarse clock may stand in for it.
+	nowDefault bool
 }
 
 func (o Options) withDefaults() Options {
@@ -153,7 +156,7 @@ func (o Options) withDefaults() Options {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Now == nil {
-		o.Now = time.Now
+		o.Now, o.nowDefault = time.Now, true
 	}
 	return o
 }

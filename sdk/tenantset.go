@@ -99,3 +99,19 @@ func (ts *tenantSet) len() int {
 	}
 	return n
 }
+
+// each calls fn with every entry (not under the shard's lock).
+func (ts *tenantSet) each(fn func(*entry)) {
+	for i := range ts.shards {
+		sh := &ts.shards[i]
+		sh.mu.RLock()
+		es := make([]*entry, 0, len(sh.m))
+		for _, e := range sh.m {
+			es = append(es, e)
+		}
+		sh.mu.RUnlock()
+		for _, e := range es {
+			fn(e)
+		}
+	}
+}
