@@ -100,7 +100,7 @@ type entry struct {
 }
 
 // state is what the cache knows of a tenant at one stream version.
-// It is never changed once stored in an entry.
+// Nothing but its memo changes once it is stored in an entry.
 type state struct {
 	exists  bool
 	version uint64
@@ -127,8 +127,8 @@ type errorAt struct {
 // follows the event stream from its newest event on. It waits for that
 // event (at most FetchTimeout), not for NATS: with NATS down it still
 // opens, answers from the API's state and reports itself stale until the
-// stream is reachable. With
-// Options.AllTenants it fetches every tenant before returning.
+// stream is reachable. With Options.AllTenants it fetches every tenant
+// before returning.
 func Open(ctx context.Context, opts Options) (*Cache, error) {
 	opts = opts.withDefaults()
 	if opts.Client == nil {
@@ -638,7 +638,8 @@ type Notice struct {
 }
 
 // Subscribe calls fn with every notice until the returned function is
-// called. fn runs on the cache's own goroutines: it must return quickly.
+// called. fn runs on the cache's own goroutines: it must return quickly,
+// and not call Subscribe or the unsubscribe function itself.
 func (c *Cache) Subscribe(fn func(Notice)) (unsubscribe func()) {
 	c.subMu.Lock()
 	c.subID++
