@@ -19,10 +19,10 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tenancyhq/tenancy/aggregate"
-	"github.com/tenancyhq/tenancy/internal/app"
 	"github.com/tenancyhq/tenancy/internal/auth"
 	"github.com/tenancyhq/tenancy/internal/natsserver"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/service"
 )
 
 // The tokens' secret, issuer and audience.
@@ -42,7 +42,7 @@ type Service struct {
 	// ReadToken has scope tenancy:read (what the SDK needs); WriteToken
 	// tenancy:write, for the test's commands.
 	ReadToken, WriteToken string
-	App                   *app.App
+	App                   *service.App
 
 	nats     *natsserver.Server
 	natsDir  string
@@ -63,7 +63,7 @@ func Start(t testing.TB) *Service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := app.Config{
+	cfg := service.Config{
 		DatabaseURL:          pgtest.NewDatabase(t),
 		HTTPAddr:             "127.0.0.1:0",
 		Migrate:              true,
@@ -76,9 +76,9 @@ func Start(t testing.TB) *Service {
 		Logger:               slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError})),
 		Version:              "test",
 	}
-	a, err := app.Open(ctx, cfg)
+	a, err := service.Open(ctx, cfg)
 	if err != nil {
-		t.Fatalf("app.Open: %v", err)
+		t.Fatalf("service.Open: %v", err)
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
