@@ -17,6 +17,7 @@ import (
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 	"github.com/tenancyhq/tenancy/process"
 	"github.com/tenancyhq/tenancy/projections"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 // clock is the injected clock shared by the handler and the timer worker.
@@ -62,7 +63,7 @@ func start(t *testing.T, autoProvision bool) *env {
 	clk := &clock{now: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
 	h := commands.NewHandler(store, commands.Options{Now: clk.Now})
 	ctx, cancel := context.WithCancel(context.Background())
-	runner := projections.NewRunner(pool, store, process.Scheduler{AutoProvision: autoProvision}, projections.Options{LockPollInterval: 20 * time.Millisecond})
+	runner := projections.NewRunner(pool, store, process.Scheduler{AutoProvision: autoProvision}, projections.Options{LockPollInterval: 20 * time.Millisecond, Decode: tenantlog.Decode})
 	done := make(chan error, 1)
 	go func() { done <- runner.Run(ctx) }()
 	t.Cleanup(func() {

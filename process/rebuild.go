@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenancyhq/tenancy/projections"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 // SchedulerRebuildName is the checkpoint of a scheduler rebuild in progress.
@@ -56,7 +57,7 @@ func RebuildScheduler(ctx context.Context, pool *pgxpool.Pool, feed projections.
 		return err
 	}
 	p := Scheduler{AutoProvision: opts.AutoProvision, name: SchedulerRebuildName, table: shadowTimers}
-	res, err := projections.CatchUp(ctx, pool, feed, p, projections.CatchUpOptions{Progress: opts.Progress,
+	res, err := projections.CatchUp(ctx, pool, feed, p, projections.CatchUpOptions{Decode: tenantlog.Decode, Progress: opts.Progress,
 		ProgressEvery: opts.ProgressEvery, Logger: opts.Logger, Holder: opts.Holder, Resumed: resumed})
 	if err != nil {
 		return err
@@ -130,7 +131,11 @@ func switchTimers(ctx context.Context, pool *pgxpool.Pool, feed projections.Feed
 			if len(batch) == 0 {
 				break
 			}
-			if err := p.Apply(ctx, tx, batch); err != nil {
+			decoded, err := projections.Decode(batch, tenantlog.Decode)
+			if err != nil {
+				return fmt.Errorf("switch: %w", err)
+			}
+			if err := p.Apply(ctx, tx, decoded); err != nil {
 				return err
 			}
 			pos = batch[len(batch)-1].Position

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/eventstore"
+	"github.com/tenancyhq/tenancy/projections"
 	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
@@ -97,15 +98,15 @@ func (Scheduler) Filter() eventstore.Filter {
 }
 
 // Apply implements projections.Projection.
-func (s Scheduler) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.RecordedEvent) error {
+func (s Scheduler) Apply(ctx context.Context, tx pgx.Tx, events []projections.Event) error {
 	batch := &pgx.Batch{}
 	table := s.timersTable()
-	for _, r := range records {
-		env, err := tenantlog.Decode(r)
-		if err != nil {
-			return fmt.Errorf("scheduler: %w", err)
+	for _, ev := range events {
+		env := ev.Envelope
+		if env.Type == "" {
+			return fmt.Errorf("scheduler: event %s was not decoded (set projections.Options.Decode)", ev.ID)
 		}
-		id, err := tenantlog.TenantID(r.Stream)
+		id, err := tenantlog.TenantID(ev.Stream)
 		if err != nil {
 			return fmt.Errorf("scheduler: %w", err)
 		}

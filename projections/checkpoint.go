@@ -171,7 +171,11 @@ func (r *Runner) commitBatch(ctx context.Context, l *leadership, events []events
 	if err := r.lockCheckpoint(ctx, tx, l); err != nil {
 		return err
 	}
-	if err := r.p.Apply(ctx, tx, events); err != nil {
+	decoded, err := Decode(events, r.opts.Decode)
+	if err != nil {
+		return &applyError{err: fmt.Errorf("decode: %w", err)}
+	}
+	if err := r.p.Apply(ctx, tx, decoded); err != nil {
 		if errors.Is(err, ErrUnavailable) {
 			// Not the events' fault: roll back at once (an open transaction
 			// would hold back the feed) and let Run back off and resume.

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/eventstore"
 )
 
@@ -43,6 +44,8 @@ type CatchUpOptions struct {
 	Holder        string
 	// Resumed is reported in the progress (the caller knows).
 	Resumed bool
+	// Decode decodes the records for the projection (see Options.Decode).
+	Decode func(eventstore.RecordedEvent) (aggregate.Envelope, error)
 }
 
 // CatchUpResult is where a catch-up ended.
@@ -98,7 +101,7 @@ func CatchUp(ctx context.Context, pool *pgxpool.Pool, feed Feed, p Projection, o
 	// Asynchronous commit is safe for a rebuild as for any in-database
 	// projection: its tables and its checkpoint are lost together.
 	runner := NewRunner(pool, feed, p, Options{Logger: opts.Logger, Holder: opts.Holder,
-		LockPollInterval: 50 * time.Millisecond, AsynchronousCommit: true})
+		LockPollInterval: 50 * time.Millisecond, AsynchronousCommit: true, Decode: opts.Decode})
 	done := make(chan error, 1)
 	go func() { done <- runner.Run(rctx) }()
 	started := time.Now()

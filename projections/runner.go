@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/eventstore"
 )
 
@@ -44,7 +45,36 @@ type Projection interface {
 	// Apply may be called again with the same events after a failure, and with
 	// a single event when the runner looks for the one that fails. It must not
 	// commit or roll back tx.
-	Apply(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) error
+	Apply(ctx context.Context, tx pgx.Tx, events []Event) error
+}
+
+// Event is one event of the feed as a projection receives it: the record as
+// stored and, when the runner has a decoder (Options.Decode), the envelope
+// it decodes to. The runner decodes each record once for its projection, so
+// projections never decode themselves; an event that does not decode is a
+// failing event like one that does not apply.
+type Event struct {
+	eventstore.RecordedEvent
+	Envelope aggregate.Envelope
+}
+
+// Decode hands records to a projection as Events, decoded with decode (nil:
+// records only). Rebuilds and verifications that apply a projection
+// outside a runner use it as the runner does.
+func Decode(records []eventstore.RecordedEvent, decode func(eventstore.RecordedEvent) (aggregate.Envelope, error)) ([]Event, error) {
+	out := make([]Event, len(records))
+	for i, r := range records {
+		out[i].RecordedEvent = r
+		if decode == nil {
+			continue
+		}
+		env, err := decode(r)
+		if err != nil {
+			return nil, err
+		}
+		out[i].Envelope = env
+	}
+	return out, nil
 }
 
 // Feed is the part of the event store a runner reads: the global feed and a
@@ -115,6 +145,9 @@ type Options struct {
 	// checkpoint), at the price of at most Linger more lag. After an idle
 	// spell the first event is read at once.
 	Linger time.Duration
+	// Decode, when set, decodes each record for the projection (the tenant
+	// log's codec for projections of tenant events); see Event.
+	Decode func(eventstore.RecordedEvent) (aggregate.Envelope, error)
 	// OnBatch, when set, is told of every committed batch (for metrics).
 	OnBatch func(projection string, events int, took time.Duration)
 	// Tracer, when set, records a span per event applied, continuing the

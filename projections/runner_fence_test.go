@@ -20,7 +20,7 @@ type countingProjection struct{ applied atomic.Int64 }
 
 func (*countingProjection) Name() string              { return "fence" }
 func (*countingProjection) Filter() eventstore.Filter { return eventstore.Filter{} }
-func (p *countingProjection) Apply(context.Context, pgx.Tx, []eventstore.RecordedEvent) error {
+func (p *countingProjection) Apply(context.Context, pgx.Tx, []Event) error {
 	p.applied.Add(1)
 	return nil
 }

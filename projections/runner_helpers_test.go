@@ -100,7 +100,7 @@ func (p *recorder) Name() string              { return p.name }
 func (p *recorder) Filter() eventstore.Filter { return p.filter }
 func (p *recorder) table() string             { return pgx.Identifier{"applied_" + p.name}.Sanitize() }
 
-func (p *recorder) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) error {
+func (p *recorder) Apply(ctx context.Context, tx pgx.Tx, events []projections.Event) error {
 	p.calls.Add(1)
 	n := p.inFlight.Add(1)
 	defer p.inFlight.Add(-1)
@@ -117,7 +117,7 @@ func (p *recorder) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Rec
 	}
 	if p.fail != nil {
 		for _, ev := range events {
-			if err := p.fail(ev); err != nil {
+			if err := p.fail(ev.RecordedEvent); err != nil {
 				return err
 			}
 		}

@@ -15,7 +15,9 @@ import (
 	"github.com/tenancyhq/tenancy/commands"
 	"github.com/tenancyhq/tenancy/eventstore"
 	"github.com/tenancyhq/tenancy/eventstore/memory"
+	"github.com/tenancyhq/tenancy/projections"
 	"github.com/tenancyhq/tenancy/projections/readmodel"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 var (
@@ -146,7 +148,11 @@ func (w *history) project(pool *pgxpool.Pool) eventstore.Position {
 		w.t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	if err := p.Apply(ctx, tx, all); err != nil {
+	decoded, err := projections.Decode(all, tenantlog.Decode)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if err := p.Apply(ctx, tx, decoded); err != nil {
 		w.t.Fatal(err)
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -486,14 +486,16 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	if a.cfg.Projections {
 		for _, p := range a.projections() {
-			feed := a.feed
+			// The read model and the scheduler get tenant events decoded
+			// (once, by the runner); the publisher forwards them as
+			// stored, personal fields sealed, and decodes nothing.
+			feed, decode := a.feed, tenantlog.Decode
 			if p.Name() == natspub.Name {
-				// Subscribers get personal data only as the event holds it: sealed.
-				feed = a.rawFeed
+				feed, decode = a.rawFeed, nil
 			}
 			r := projections.NewRunner(a.pool, feed, p, projections.Options{Logger: a.log, Holder: a.cfg.Holder,
 				OnFailure: a.cfg.ProjectionFailure, AsynchronousCommit: true, Linger: projectionLinger, OnBatch: a.observeBatch,
-				Tracer: a.projectionTracer()})
+				Tracer: a.projectionTracer(), Decode: decode})
 			g.Go(func() error { return a.runProjection(ctx, p.Name(), r) })
 		}
 		timers := process.NewTimers(a.pool, a.Commands, process.TimerOptions{Now: a.cfg.Now, Holder: a.cfg.Holder, Logger: a.log, Provisioner: a.cfg.Provisioner})

@@ -15,6 +15,7 @@ import (
 	"github.com/tenancyhq/tenancy/eventstore"
 	"github.com/tenancyhq/tenancy/eventstore/memory"
 	"github.com/tenancyhq/tenancy/internal/natsserver"
+	"github.com/tenancyhq/tenancy/projections"
 	"github.com/tenancyhq/tenancy/projections/natspub"
 	"github.com/tenancyhq/tenancy/tenantlog"
 )
@@ -84,7 +85,8 @@ func publisher(t *testing.T, url string) func([]eventstore.RecordedEvent) {
 	p := natspub.New(js, natspub.Options{Stream: &natspub.StreamOptions{}})
 	return func(evs []eventstore.RecordedEvent) {
 		t.Helper()
-		if err := p.Apply(context.Background(), nil, evs); err != nil {
+		batch, _ := projections.Decode(evs, nil)
+		if err := p.Apply(context.Background(), nil, batch); err != nil {
 			t.Fatal(err)
 		}
 	}

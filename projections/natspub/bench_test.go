@@ -16,6 +16,7 @@ import (
 	"github.com/tenancyhq/tenancy/eventstore"
 	"github.com/tenancyhq/tenancy/eventstore/memory"
 	"github.com/tenancyhq/tenancy/internal/natsserver"
+	"github.com/tenancyhq/tenancy/projections"
 	"github.com/tenancyhq/tenancy/projections/natspub"
 )
 
@@ -150,7 +151,8 @@ func BenchmarkPublish(b *testing.B) {
 				b.StartTimer()
 				start := time.Now()
 				for lo := 0; lo < len(events); lo += batch {
-					if err := p.Apply(ctx, nil, events[lo:min(lo+batch, len(events))]); err != nil {
+					evs, _ := projections.Decode(events[lo:min(lo+batch, len(events))], nil)
+					if err := p.Apply(ctx, nil, evs); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -152,7 +152,7 @@ func (p *Publisher) Filter() eventstore.Filter {
 // subscribers de-duplicate by event id as well. (A message the stream
 // refuses for itself, one larger than it accepts, is the event's fault:
 // the runner halts in front of that event.)
-func (p *Publisher) Apply(ctx context.Context, _ pgx.Tx, events []eventstore.RecordedEvent) error {
+func (p *Publisher) Apply(ctx context.Context, _ pgx.Tx, events []projections.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
@@ -164,7 +164,7 @@ func (p *Publisher) Apply(ctx context.Context, _ pgx.Tx, events []eventstore.Rec
 	}
 	futures := make([]jetstream.PubAckFuture, 0, len(events))
 	for _, ev := range events {
-		msg, err := Message(ev, p.source)
+		msg, err := Message(ev.RecordedEvent, p.source)
 		if err != nil {
 			// The event's fault: a plain error, so the runner isolates it.
 			return fmt.Errorf("nats publisher: %w", err)

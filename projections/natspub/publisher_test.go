@@ -151,7 +151,7 @@ type crashAfterPublish struct {
 	crash func()
 }
 
-func (c *crashAfterPublish) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) error {
+func (c *crashAfterPublish) Apply(ctx context.Context, tx pgx.Tx, events []projections.Event) error {
 	if err := c.Publisher.Apply(ctx, tx, events); err != nil {
 		return err
 	}
@@ -243,11 +243,11 @@ func TestUnreachableNATSIsUnavailableNotTheEventsFault(t *testing.T) {
 	}
 	evs := sampleEvents(t, 3)
 	p := natspub.New(js, natspub.Options{AckTimeout: time.Second})
-	if err := p.Apply(ctx, nil, evs); err != nil {
+	if err := p.Apply(ctx, nil, asEvents(evs)); err != nil {
 		t.Fatal(err)
 	}
 	srv.Shutdown()
-	err := p.Apply(ctx, nil, evs)
+	err := p.Apply(ctx, nil, asEvents(evs))
 	if !errors.Is(err, projections.ErrUnavailable) {
 		t.Fatalf("publishing with NATS down: %v, want an error matching projections.ErrUnavailable", err)
 	}
@@ -256,7 +256,7 @@ func TestUnreachableNATSIsUnavailableNotTheEventsFault(t *testing.T) {
 func TestMissingStreamIsUnavailable(t *testing.T) {
 	t.Parallel()
 	js := dial(t, natsserver.StartTest(t))
-	err := natspub.New(js, natspub.Options{AckTimeout: time.Second}).Apply(context.Background(), nil, sampleEvents(t, 1))
+	err := natspub.New(js, natspub.Options{AckTimeout: time.Second}).Apply(context.Background(), nil, asEvents(sampleEvents(t, 1)))
 	if !errors.Is(err, projections.ErrUnavailable) || !strings.Contains(err.Error(), natspub.StreamName) {
 		t.Fatalf("publishing with no stream: %v, want ErrUnavailable naming %s", err, natspub.StreamName)
 	}
@@ -267,8 +267,15 @@ func TestUndecodableEventIsTheEventsFault(t *testing.T) {
 	js := dial(t, natsserver.StartTest(t))
 	evs := sampleEvents(t, 1)
 	evs[0].Data = []byte(`{"tenant_id":`)
-	err := natspub.New(js, natspub.Options{Stream: &natspub.StreamOptions{}}).Apply(context.Background(), nil, evs)
+	err := natspub.New(js, natspub.Options{Stream: &natspub.StreamOptions{}}).Apply(context.Background(), nil, asEvents(evs))
 	if err == nil || errors.Is(err, projections.ErrUnavailable) {
 		t.Fatalf("publishing an undecodable event: %v, want an error that is not ErrUnavailable", err)
 	}
+}
+
+// asEvents hands records to the publisher as a runner does (it decodes
+// nothing for the publisher).
+func asEvents(records []eventstore.RecordedEvent) []projections.Event {
+	evs, _ := projections.Decode(records, nil)
+	return evs
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/eventstore"
+	"github.com/tenancyhq/tenancy/projections"
 	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
@@ -71,14 +72,14 @@ type tenantRow struct {
 }
 
 // Apply implements projections.Projection.
-func (p *Projector) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.RecordedEvent) error {
+func (p *Projector) Apply(ctx context.Context, tx pgx.Tx, records []projections.Event) error {
 	envs := make([]aggregate.Envelope, len(records))
 	ids := make([]uuid.UUID, 0, len(records))
 	seen := map[uuid.UUID]bool{}
 	for i, r := range records {
-		env, err := tenantlog.Decode(r)
-		if err != nil {
-			return fmt.Errorf("read model: %w", err)
+		env := r.Envelope
+		if env.Type == "" {
+			return fmt.Errorf("read model: event %s was not decoded (set projections.Options.Decode)", r.ID)
 		}
 		id, err := tenantlog.TenantID(r.Stream)
 		if err != nil {
@@ -113,7 +114,7 @@ func (p *Projector) Apply(ctx context.Context, tx pgx.Tx, records []eventstore.R
 		if env.Type == "TenantPurged" {
 			purged = append(purged, id)
 		}
-		if err := events.add(id, env, records[i]); err != nil {
+		if err := events.add(id, env, records[i].RecordedEvent); err != nil {
 			return err
 		}
 	}

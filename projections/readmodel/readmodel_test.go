@@ -15,7 +15,9 @@ import (
 	"github.com/tenancyhq/tenancy/eventstore"
 	"github.com/tenancyhq/tenancy/eventstore/memory"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
+	"github.com/tenancyhq/tenancy/projections"
 	"github.com/tenancyhq/tenancy/projections/readmodel"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 var cat = aggregate.DefaultCatalog()
@@ -80,7 +82,11 @@ func project(t *testing.T, pool *pgxpool.Pool, store *memory.Store, seed uint64)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := p.Apply(ctx, tx, batch); err != nil {
+			decoded, err := projections.Decode(batch, tenantlog.Decode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Apply(ctx, tx, decoded); err != nil {
 				t.Fatal(err)
 			}
 			if err := tx.Commit(ctx); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/eventstore"
 	"github.com/tenancyhq/tenancy/projections"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 // RebuildName is the checkpoint name of a read-model rebuild in progress.
@@ -70,7 +71,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, feed projections.Feed, cat
 		return err
 	}
 	p := NewInto(cat, RebuildName, ShadowTables)
-	res, err := projections.CatchUp(ctx, pool, feed, p, projections.CatchUpOptions{Progress: opts.Progress,
+	res, err := projections.CatchUp(ctx, pool, feed, p, projections.CatchUpOptions{Decode: tenantlog.Decode, Progress: opts.Progress,
 		ProgressEvery: opts.ProgressEvery, Logger: opts.Logger, Holder: opts.Holder, Resumed: resumed})
 	if err != nil {
 		return err
@@ -154,7 +155,11 @@ func switchOver(ctx context.Context, pool *pgxpool.Pool, feed eventstore.FeedRea
 			if len(batch) == 0 {
 				break
 			}
-			if err := p.Apply(ctx, tx, batch); err != nil {
+			decoded, err := projections.Decode(batch, tenantlog.Decode)
+			if err != nil {
+				return fmt.Errorf("switch: %w", err)
+			}
+			if err := p.Apply(ctx, tx, decoded); err != nil {
 				return fmt.Errorf("switch: %w", err)
 			}
 			pos = batch[len(batch)-1].Position

@@ -15,6 +15,7 @@ import (
 	"github.com/tenancyhq/tenancy/projections"
 	"github.com/tenancyhq/tenancy/projections/readmodel"
 	"github.com/tenancyhq/tenancy/queries"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 // TestRebuildUnderTrafficKeepsServingAndEndsEqual rebuilds the read model
@@ -33,7 +34,7 @@ func TestRebuildUnderTrafficKeepsServingAndEndsEqual(t *testing.T) {
 
 	var wg sync.WaitGroup
 	// The live projection.
-	live := projections.NewRunner(pool, store, readmodel.New(cat), projections.Options{LockPollInterval: 20 * time.Millisecond})
+	live := projections.NewRunner(pool, store, readmodel.New(cat), projections.Options{LockPollInterval: 20 * time.Millisecond, Decode: tenantlog.Decode})
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = live.Run(bg) }()
 	// Some history before the rebuild starts, then traffic throughout.

@@ -20,6 +20,7 @@ import (
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 	"github.com/tenancyhq/tenancy/projections"
 	"github.com/tenancyhq/tenancy/projections/readmodel"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 // TestReadModelSurvivesCrashesUnderTraffic runs the read-model projection on
@@ -85,7 +86,7 @@ func crashUnderTraffic(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for crash := 0; crash < 25 || (!enough() && time.Now().Before(deadline)); crash++ {
 		rctx, cancel := context.WithTimeout(ctx, time.Duration(5+r.IntN(120))*time.Millisecond)
-		runner := projections.NewRunner(pool, store, readmodel.New(cat), projections.Options{LockPollInterval: 20 * time.Millisecond})
+		runner := projections.NewRunner(pool, store, readmodel.New(cat), projections.Options{LockPollInterval: 20 * time.Millisecond, Decode: tenantlog.Decode})
 		if err := runner.Run(rctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("run %d: %v", crash, err)
 		}
@@ -106,7 +107,7 @@ func crashUnderTraffic(t *testing.T) {
 	}
 	// A last, uninterrupted run.
 	fctx, cancel := context.WithCancel(ctx)
-	runner := projections.NewRunner(pool, store, readmodel.New(cat), projections.Options{LockPollInterval: 20 * time.Millisecond})
+	runner := projections.NewRunner(pool, store, readmodel.New(cat), projections.Options{LockPollInterval: 20 * time.Millisecond, Decode: tenantlog.Decode})
 	done := make(chan error, 1)
 	go func() { done <- runner.Run(fctx) }()
 	waitCaughtUp(t, pool, store, 30*time.Second)
@@ -214,7 +215,7 @@ func BenchmarkCatchUp(b *testing.B) {
 				b.StartTimer()
 				start := time.Now()
 				rctx, cancel := context.WithCancel(ctx)
-				runner := projections.NewRunner(pool, feed, readmodel.New(cat), projections.Options{LockPollInterval: 10 * time.Millisecond, AsynchronousCommit: true})
+				runner := projections.NewRunner(pool, feed, readmodel.New(cat), projections.Options{LockPollInterval: 10 * time.Millisecond, AsynchronousCommit: true, Decode: tenantlog.Decode})
 				done := make(chan error, 1)
 				go func() { done <- runner.Run(rctx) }()
 				waitCaughtUp(b, pool, feed, 5*time.Minute)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/eventstore"
+	"github.com/tenancyhq/tenancy/projections"
+	"github.com/tenancyhq/tenancy/tenantlog"
 )
 
 // Difference is one way the read model differs from a fresh fold of the events.
@@ -66,7 +68,11 @@ func Verify(ctx context.Context, db Beginner, feed eventstore.FeedReader, cat *a
 			}
 		}
 		if len(batch) > 0 {
-			if err := p.Apply(ctx, tx, batch); err != nil {
+			decoded, err := projections.Decode(batch, tenantlog.Decode)
+			if err != nil {
+				return nil, fmt.Errorf("verify: %w", err)
+			}
+			if err := p.Apply(ctx, tx, decoded); err != nil {
 				return nil, fmt.Errorf("verify: %w", err)
 			}
 			after = batch[len(batch)-1].Position
