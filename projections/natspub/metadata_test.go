@@ -46,3 +46,27 @@ func inUTC(m aggregate.Metadata) aggregate.Metadata {
 	m.OccurredAt = m.OccurredAt.UTC()
 	return m
 }
+
+// BenchmarkReadMetadata is why the publisher scans metadata instead of
+// decoding it with encoding/json (or handing it a fully decoded envelope):
+// the metadata is all it needs of an event besides the bytes it forwards.
+func BenchmarkReadMetadata(b *testing.B) {
+	raw := []byte(`{"occurred_at":"2026-12-01T20:00:00.123456789Z","correlation_id":"6a0099bb-c5c6-463a-ab27-24e876ff3742","actor":"user:ops","trace_parent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","command":"suspend"}`)
+	b.Run("scan", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := readMetadata(raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var m aggregate.Metadata
+			if err := json.Unmarshal(raw, &m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
