@@ -43,6 +43,7 @@ type Queries interface {
 	List(ctx context.Context, f queries.ListFilter) (queries.Page, error)
 	Events(ctx context.Context, tenantID uuid.UUID, f queries.EventFilter) (queries.EventPage, error)
 	WaitFor(ctx context.Context, pos eventstore.Position, timeout time.Duration) error
+	CountByStatusAndEdition(ctx context.Context) (map[aggregate.Status]map[aggregate.Edition]int64, error)
 }
 
 // Deps are the server's collaborators.
@@ -65,6 +66,9 @@ type Deps struct {
 	Replayer Replayer
 	// Admin runs projection operations (optional; without it the admin routes answer 503).
 	Admin Admin
+	// Feed is the global feed the live event stream follows (optional;
+	// without it the stream answers 503).
+	Feed EventFeed
 }
 
 // Observer records request metrics.
@@ -91,6 +95,10 @@ type Server struct {
 	auditLog *slog.Logger
 	tracer   trace.Tracer
 	openapi  *openAPI
+	// streams bounds the live event streams; closing ends them at shutdown.
+	streams      chan struct{}
+	closing      context.Context
+	closeStreams context.CancelFunc
 }
 
 // New builds the server and its routes.
@@ -114,7 +122,9 @@ func New(deps Deps, opts Options) (*Server, error) {
 		deps.TracerProvider = noop.NewTracerProvider()
 	}
 	s := &Server{echo: echo.New(), deps: deps, opts: opts, logger: deps.Logger,
-		auditLog: deps.Logger.With("logger", "audit"), tracer: deps.TracerProvider.Tracer("github.com/tenancyhq/tenancy/httpapi")}
+		auditLog: deps.Logger.With("logger", "audit"), tracer: deps.TracerProvider.Tracer("github.com/tenancyhq/tenancy/httpapi"),
+		streams: make(chan struct{}, maxStreams)}
+	s.closing, s.closeStreams = context.WithCancel(context.Background())
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(s.logger)

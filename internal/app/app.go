@@ -221,7 +221,10 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	if cfg.HTTPAddr != "" {
 		a.admin = newAdmin(a)
 		a.server, err = httpapi.New(httpapi.Deps{Commands: instrumentCommands(a.Commands, a.metrics, a.log), Queries: a.Reader,
-			Auth: cfg.Auth, Observer: a.metrics, TracerProvider: cfg.TracerProvider, Replayer: queries.NewReplayer(a.store), Admin: a.admin, Catalog: a.catalog, Health: a.health, Logger: a.log},
+			Auth: cfg.Auth, Observer: a.metrics, TracerProvider: cfg.TracerProvider, Replayer: queries.NewReplayer(a.store), Admin: a.admin, Catalog: a.catalog, Health: a.health, Logger: a.log,
+			// The live event stream follows the projections' feed as stored
+			// (it sends no event data, so nothing needs opening).
+			Feed: a.rawFeed},
 			httpapi.Options{ConsistencyWait: cfg.ConsistencyWait, Version: cfg.Version})
 		if err != nil {
 			pool.Close()
@@ -332,6 +335,9 @@ func (a *App) Run(ctx context.Context) error {
 	if a.listener != nil {
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+		// Live event streams never end by themselves: end them when the
+		// shutdown begins, so it waits only for ordinary requests.
+		srv.RegisterOnShutdown(a.server.CloseStreams)
 		g.Go(func() error {
 			if err := srv.Serve(a.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("http: %w", err)
@@ -536,7 +542,7 @@ func (a *App) projectionHealth(ctx context.Context) ([]httpapi.ProjectionHealth,
 			return nil, err
 		}
 		out = append(out, httpapi.ProjectionHealth{Name: name, State: string(st.State), Position: st.Position.String(), Head: st.Head.String(),
-			LagEvents: st.LagEvents, LagSeconds: st.LagSeconds, Failures: st.Failures, Holder: st.Holder})
+			LagEvents: st.LagEvents, LagSeconds: st.LagSeconds, Failures: st.Failures, Holder: st.Holder, LastError: st.LastError})
 	}
 	return out, nil
 }
