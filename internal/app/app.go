@@ -30,6 +30,7 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/commands"
+	"github.com/tenancyhq/tenancy/console"
 	"github.com/tenancyhq/tenancy/eventstore"
 	"github.com/tenancyhq/tenancy/eventstore/esdb"
 	"github.com/tenancyhq/tenancy/eventstore/postgres"
@@ -304,10 +305,13 @@ func (a *App) Addr() string {
 }
 
 // Handler is what the HTTP listener serves: /metrics (Prometheus, no
-// authentication, like health) and the API.
+// authentication, like health), the operator console's static assets
+// (public: the console calls the API with the operator's token) and the API.
 func (a *App) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{Registry: a.metrics.Registry}))
+	mux.Handle("/console/", console.Handler())
+	mux.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
 	mux.Handle("/", a.server)
 	return mux
 }
