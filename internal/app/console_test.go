@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 	"github.com/google/uuid"
 
 	"github.com/tenancyhq/tenancy/internal/auth"
@@ -73,8 +74,17 @@ func TestConsoleInABrowser(t *testing.T) {
 	p.waitJS("contacts masked", `!document.querySelector("main").textContent.includes("ada@acme.example") && document.querySelector("main").textContent.includes("a•••@acme.example")`)
 	p.axe("tenant")
 
+	// By keyboard: a command's dialog opens with Enter, takes the focus,
+	// keeps it on Tab and closes with Escape.
+	p.do("open a dialog by keyboard", chromedp.Focus(chromedp.CSS(`button[data-cmd="change-edition"]`)), chromedp.KeyEvent(kb.Enter))
+	p.waitJS("the focus in the dialog", `document.querySelector("dialog[open]")?.contains(document.activeElement)`)
+	p.do("Tab in the dialog", chromedp.KeyEvent(kb.Tab))
+	p.waitJS("the focus still in the dialog", `document.querySelector("dialog[open]")?.contains(document.activeElement) && document.activeElement.tagName === "BUTTON"`)
+	p.do("close it", chromedp.KeyEvent(kb.Escape))
+	p.waitJS("the dialog closed", `document.querySelector("dialog") === null && document.getElementById("tenant-status")?.textContent === "ACTIVE"`)
+
 	// Suspend it, with a double click on the dialog's button: applied once.
-	p.do("open the suspend form", chromedp.Click(chromedp.CSS(`button[data-cmd="suspend"]`)))
+	p.do("open the suspend form", chromedp.Focus(chromedp.CSS(`button[data-cmd="suspend"]`)), chromedp.KeyEvent(kb.Enter))
 	p.waitJS("the suspend dialog", `document.querySelector("dialog[open] select[name=reason]") !== null`)
 	p.axe("suspend dialog")
 	p.do("fill the suspend form", chromedp.SetValue(chromedp.CSS("dialog[open] select[name=reason]"), "payment_failed"),
