@@ -21,6 +21,7 @@ const module = "github.com/tenancyhq/tenancy/"
 var mayImport = map[string][]string{
 	"aggregate":            nil,
 	"migrations":           nil,
+	"console":              nil,
 	"eventstore":           {"eventstore", "internal/pgerr"},
 	"internal/auth":        nil,
 	"internal/logging":     {"aggregate"},

@@ -35,14 +35,37 @@ type Job struct {
 	ResumedFrom bool       `json:"resumed,omitempty"`
 }
 
+// ProjectionFailure is an event a projection could not apply after its
+// retries, as an operator decides on it: fix and retry, or skip.
+type ProjectionFailure struct {
+	EventID       uuid.UUID `json:"event_id"`
+	Position      string    `json:"position"`
+	Stream        string    `json:"stream"`
+	EventType     string    `json:"event_type"`
+	Error         string    `json:"error"`
+	Attempts      int       `json:"attempts"`
+	FirstFailedAt time.Time `json:"first_failed_at"`
+	LastFailedAt  time.Time `json:"last_failed_at"`
+	// Status is halted, skipped, retry or resolved.
+	Status string `json:"status"`
+}
+
 // Admin runs projection operations for the admin routes. Jobs are visible
-// from every replica, whichever runs them.
+// from every replica, whichever runs them. An unknown projection name is a
+// not-found domain error.
 type Admin interface {
 	Projections(ctx context.Context) ([]ProjectionHealth, error)
 	// StartRebuild starts a rebuild job; an unknown projection is a
 	// not-found domain error naming the rebuildable ones.
 	StartRebuild(ctx context.Context, projection string) (Job, error)
 	Job(ctx context.Context, id string) (Job, bool, error)
+	// Failures lists the projection's recorded failures, in feed order.
+	Failures(ctx context.Context, projection string) ([]ProjectionFailure, error)
+	// SkipFailure moves the projection past the failed event (recorded as skipped).
+	SkipFailure(ctx context.Context, projection string, eventID uuid.UUID) error
+	// RetryFailures sends the halted failures back for another try and
+	// answers how many.
+	RetryFailures(ctx context.Context, projection string) (int64, error)
 }
 
 func (s *Server) adminRoutes() []route {
@@ -54,6 +77,16 @@ func (s *Server) adminRoutes() []route {
 			status:  http.StatusAccepted, result: "Job", handler: s.rebuildProjection},
 		{method: http.MethodGet, path: "/api/v1/admin/jobs/{job}", operationID: "getJob", tag: "admin",
 			summary: "A job's progress, from any replica (jobs are kept in the database; finished ones for a day)", status: http.StatusOK, result: "Job", handler: s.getJob},
+		{method: http.MethodGet, path: "/api/v1/admin/projections/{name}/failures", operationID: "listProjectionFailures", tag: "admin",
+			summary: "The events a projection could not apply: error, attempts, status (halted, skipped, retry, resolved)",
+			status:  http.StatusOK, result: "ProjectionFailures", handler: s.listFailures},
+		{method: http.MethodPost, path: "/api/v1/admin/projections/{name}/failures/{event}/skip", operationID: "skipProjectionFailure", tag: "admin",
+			summary: "Move a halted projection past an event it could not apply (recorded as skipped)",
+			status:  http.StatusOK, result: "FailureAction", handler: s.skipFailure},
+		{method: http.MethodPost, path: "/api/v1/admin/projections/{name}/retry", operationID: "retryProjectionFailures", tag: "admin",
+			summary: "Clear a halt and try the halted events again (after a fix)",
+			status:  http.StatusOK, result: "FailureAction", handler: s.retryFailures},
+		streamRoute(s),
 	}
 }
 
@@ -99,6 +132,52 @@ func (s *Server) getJob(c echo.Context) error {
 		return newProblem(http.StatusNotFound, typeNotFound, "Not found", "No such job (finished jobs are kept for a day).")
 	}
 	return c.JSON(http.StatusOK, job)
+}
+
+// failureAction is what skip and retry answer.
+type failureAction struct {
+	Projection string     `json:"projection"`
+	Skipped    *uuid.UUID `json:"skipped,omitempty"`
+	Retried    *int64     `json:"retried,omitempty"`
+}
+
+func (s *Server) listFailures(c echo.Context) error {
+	if err := s.adminOrUnavailable(); err != nil {
+		return err
+	}
+	fs, err := s.deps.Admin.Failures(c.Request().Context(), c.Param("name"))
+	if err != nil {
+		return err
+	}
+	if fs == nil {
+		fs = []ProjectionFailure{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"projection": c.Param("name"), "failures": fs})
+}
+
+func (s *Server) skipFailure(c echo.Context) error {
+	if err := s.adminOrUnavailable(); err != nil {
+		return err
+	}
+	id, err := uuid.Parse(c.Param("event"))
+	if err != nil {
+		return invalidField("event", "uuid", "event must be the event id of a recorded failure.")
+	}
+	if err := s.deps.Admin.SkipFailure(c.Request().Context(), c.Param("name"), id); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, failureAction{Projection: c.Param("name"), Skipped: &id})
+}
+
+func (s *Server) retryFailures(c echo.Context) error {
+	if err := s.adminOrUnavailable(); err != nil {
+		return err
+	}
+	n, err := s.deps.Admin.RetryFailures(c.Request().Context(), c.Param("name"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, failureAction{Projection: c.Param("name"), Retried: &n})
 }
 
 // ---- history, as-of reads and export (from the event stream) ----

@@ -30,6 +30,8 @@ type ProjectionHealth struct {
 	LagSeconds float64 `json:"lag_seconds"`
 	Failures   int64   `json:"failures"`
 	Holder     string  `json:"holder,omitempty"`
+	// LastError is why the projection halted, or the last event it skipped.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Health gathers the service's checks. The zero value is not usable; call NewHealth.

@@ -231,7 +231,19 @@ func components(cat *aggregate.Catalog) schema {
 		"Export": open(props{"generated_at": dateTime(""), "tenant": ref("Tenant"), "events": arr(schema{"type": "object"}), "redacted": schema{"type": "boolean"}}),
 		"Projections": open(props{"projections": arr(open(props{"name": schema{"type": "string"}, "state": schema{"type": "string"},
 			"position": schema{"type": "string"}, "head": schema{"type": "string"}, "lag_events": schema{"type": "integer"},
-			"lag_seconds": schema{"type": "number"}, "failures": schema{"type": "integer"}}))}),
+			"lag_seconds": schema{"type": "number"}, "failures": schema{"type": "integer"}, "holder": schema{"type": "string"},
+			"last_error": schema{"type": "string"}}))}),
+		"ProjectionFailures": open(props{"projection": schema{"type": "string"}, "failures": arr(open(props{
+			"event_id": schema{"type": "string", "format": "uuid"}, "position": schema{"type": "string"}, "stream": schema{"type": "string"},
+			"event_type": schema{"type": "string"}, "error": schema{"type": "string"}, "attempts": schema{"type": "integer"},
+			"first_failed_at": dateTime(""), "last_failed_at": dateTime(""),
+			"status": enumOf("", []string{"halted", "skipped", "retry", "resolved"})}))}),
+		"FailureAction": open(props{"projection": schema{"type": "string"}, "skipped": schema{"type": "string", "format": "uuid"},
+			"retried": schema{"type": "integer", "description": "How many halted failures were sent back for another try."}}),
+		"TenantCounts": open(props{"total": schema{"type": "integer"},
+			"by_status":             schema{"type": "object", "additionalProperties": schema{"type": "integer"}},
+			"by_edition":            schema{"type": "object", "additionalProperties": schema{"type": "integer"}},
+			"by_status_and_edition": schema{"type": "object", "additionalProperties": schema{"type": "object", "additionalProperties": schema{"type": "integer"}}}}),
 		"Job": open(props{"id": schema{"type": "string"}, "kind": schema{"type": "string"}, "projection": schema{"type": "string"},
 			"state": enumOf("", []string{"running", "succeeded", "failed"}), "phase": schema{"type": "string"}, "processed": schema{"type": "integer"},
 			"total": schema{"type": "integer"}, "percent": schema{"type": "number"}, "events_per_second": schema{"type": "number"},
@@ -267,7 +279,8 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 		var params []any
 		for _, name := range pathParams(r.path) {
 			params = append(params, schema{"name": name, "in": "path", "required": true, "schema": schema{"type": "string", "maxLength": 200},
-				"description": map[string]string{"id": "Tenant id (UUID) or external id (ORG-XXXXXXXX).", "type": "Policy type.", "key": "Feature or limit key."}[name]})
+				"description": map[string]string{"id": "Tenant id (UUID) or external id (ORG-XXXXXXXX).", "type": "Policy type.", "key": "Feature or limit key.",
+					"name": "Projection name.", "job": "Job id.", "event": "Event id (UUID)."}[name]})
 		}
 		for _, p := range r.query {
 			params = append(params, schema{"name": p.name, "in": "query", "required": p.required, "schema": p.schema, "description": p.description})
@@ -294,6 +307,10 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 		ok := schema{"description": "Success."}
 		if r.result != "" {
 			ok["content"] = schema{"application/json": schema{"schema": ref(r.result)}}
+		}
+		if r.stream {
+			ok["content"] = schema{"text/event-stream": schema{"schema": schema{"type": "string",
+				"description": "Server-sent events: each has id (its feed position) and data (one JSON object: event_id, type, stream, tenant_id, version, position, occurred_at, actor, correlation_id, command)."}}}
 		}
 		if r.command {
 			ok["headers"] = schema{
@@ -340,7 +357,8 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 		"info": schema{"title": "Tenancy service", "version": version,
 			"description": "The system of record for tenant organizations: lifecycle, editions, policies and billing standing. " +
 				"Every change is an event; commands answer from the tenant's event stream, reads from the read model. " +
-				"Errors are RFC 9457 problem details."},
+				"Errors are RFC 9457 problem details. " +
+				"Operators: the [console](/console/) finds tenants, shows their history and acts on them through this API."},
 		"paths": paths,
 		"components": schema{"schemas": components(cat), "securitySchemes": schema{
 			"bearer": schema{"type": "http", "scheme": "bearer", "bearerFormat": "JWT",

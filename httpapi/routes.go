@@ -20,9 +20,11 @@ type route struct {
 	body         schema
 	bodyRequired bool
 	query        []param
-	// status is the success status; result the success body's component schema.
+	// status is the success status; result the success body's component
+	// schema; stream: the body is server-sent events (text/event-stream).
 	status int
 	result string
+	stream bool
 	// command routes accept If-Match and answer ETag and X-Consistency-Token;
 	// consistent reads honour X-Consistency-Token.
 	command, consistent bool
@@ -212,6 +214,9 @@ func (s *Server) routes() []route {
 		{method: http.MethodGet, path: tenants, operationID: "listTenants", tag: "tenants",
 			summary: "List tenants with filters, sorting and cursor pagination", query: listParams(),
 			status: http.StatusOK, result: "TenantPage", consistent: true, handler: s.listTenants},
+		{method: http.MethodGet, path: tenants + "/stats", operationID: "countTenants", tag: "tenants",
+			summary: "How many tenants are in each status and edition (a tenant-bound token counts its own tenant only)",
+			status:  http.StatusOK, result: "TenantCounts", consistent: true, handler: s.countTenants},
 		{method: http.MethodGet, path: tenant, operationID: "getTenant", tag: "tenants",
 			summary: "Get a tenant by id or external id (with as_of or version: its state then, folded from its event stream)",
 			query: []param{

@@ -47,6 +47,7 @@ type Queries interface {
 	List(ctx context.Context, f queries.ListFilter) (queries.Page, error)
 	Events(ctx context.Context, tenantID uuid.UUID, f queries.EventFilter) (queries.EventPage, error)
 	WaitFor(ctx context.Context, pos eventstore.Position, timeout time.Duration) error
+	CountByStatusAndEdition(ctx context.Context) (map[aggregate.Status]map[aggregate.Edition]int64, error)
 }
 
 // Deps are the server's collaborators.
@@ -72,6 +73,9 @@ type Deps struct {
 	// Head is the event store's head (optional; without it a consistency
 	// token from the future waits its ConsistencyWait, then answers 503).
 	Head FeedHead
+	// Feed is the global feed the live event stream follows (optional;
+	// without it the stream answers 503).
+	Feed EventFeed
 }
 
 // Observer records request metrics. The method it is given is MethodLabel's:
@@ -116,6 +120,10 @@ type Server struct {
 	auditLog *slog.Logger
 	tracer   trace.Tracer
 	openapi  *openAPI
+	// streams bounds the live event streams; closing ends them at shutdown.
+	streams      chan struct{}
+	closing      context.Context
+	closeStreams context.CancelFunc
 }
 
 // New builds the server and its routes.
@@ -148,7 +156,9 @@ func New(deps Deps, opts Options) (*Server, error) {
 		deps.TracerProvider = noop.NewTracerProvider()
 	}
 	s := &Server{echo: echo.New(), deps: deps, opts: opts, logger: deps.Logger,
-		auditLog: deps.Logger.With("logger", "audit"), tracer: deps.TracerProvider.Tracer("github.com/tenancyhq/tenancy/httpapi")}
+		auditLog: deps.Logger.With("logger", "audit"), tracer: deps.TracerProvider.Tracer("github.com/tenancyhq/tenancy/httpapi"),
+		streams: make(chan struct{}, maxStreams)}
+	s.closing, s.closeStreams = context.WithCancel(context.Background())
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(s.logger)
@@ -200,6 +210,16 @@ func New(deps Deps, opts Options) (*Server, error) {
 // request's deadline at once: once a body is read, the server's background
 // read of the connection would cancel the request at the read deadline.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && r.URL.Path == streamPath {
+		// The live event stream lasts while its client listens (streams
+		// are few, admin-only, and ended at shutdown): no request deadline,
+		// and none from the server's WriteTimeout either.
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Time{})
+		_ = rc.SetWriteDeadline(time.Time{})
+		s.echo.ServeHTTP(w, r)
+		return
+	}
 	now := time.Now()
 	end := now.Add(s.opts.RequestTimeout)
 	rc := http.NewResponseController(w)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/httpapi"
+	"github.com/tenancyhq/tenancy/projections"
 	"github.com/tenancyhq/tenancy/projections/readmodel"
 )
 
@@ -169,4 +171,51 @@ func (a *App) checkRebuildable(name string) error {
 		hint = "it cannot be rebuilt: tenancy projections reset " + name + " replays it"
 	}
 	return &UnknownProjectionError{Name: name, Known: RebuildableNames(), Hint: strings.TrimSpace(hint)}
+}
+
+// knownProjection refuses a name no projection of this service has.
+func knownProjection(name string) error {
+	if !slices.Contains(ProjectionNames(), name) {
+		return &aggregate.Error{Code: aggregate.CodeNotFound, Field: "name", Rule: "projection",
+			Message: fmt.Sprintf("no projection %q (projections: %v)", name, ProjectionNames())}
+	}
+	return nil
+}
+
+func (ad *admin) Failures(ctx context.Context, projection string) ([]httpapi.ProjectionFailure, error) {
+	if err := knownProjection(projection); err != nil {
+		return nil, err
+	}
+	fs, err := projections.ListFailures(ctx, ad.app.pool, projection)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]httpapi.ProjectionFailure, len(fs))
+	for i, f := range fs {
+		out[i] = httpapi.ProjectionFailure{EventID: f.EventID, Position: f.Position.String(), Stream: f.Stream, EventType: f.EventType,
+			Error: f.Error, Attempts: f.Attempts, FirstFailedAt: f.FirstFailedAt, LastFailedAt: f.LastFailedAt, Status: string(f.Status)}
+	}
+	return out, nil
+}
+
+func (ad *admin) SkipFailure(ctx context.Context, projection string, eventID uuid.UUID) error {
+	if err := knownProjection(projection); err != nil {
+		return err
+	}
+	err := projections.SkipFailure(ctx, ad.app.pool, projection, eventID)
+	if errors.Is(err, projections.ErrFailureNotFound) {
+		return &aggregate.Error{Code: aggregate.CodeNotFound, Field: "event", Rule: "recorded_failure",
+			Message: fmt.Sprintf("no failure of event %s is recorded for %s", eventID, projection)}
+	}
+	if err == nil {
+		ad.app.log.Warn("projection failure skipped by an operator", "projection", projection, "event_id", eventID)
+	}
+	return err
+}
+
+func (ad *admin) RetryFailures(ctx context.Context, projection string) (int64, error) {
+	if err := knownProjection(projection); err != nil {
+		return 0, err
+	}
+	return projections.RetryFailures(ctx, ad.app.pool, projection)
 }

@@ -33,6 +33,7 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/commands"
+	"github.com/tenancyhq/tenancy/console"
 	"github.com/tenancyhq/tenancy/eventstore"
 	"github.com/tenancyhq/tenancy/eventstore/esdb"
 	"github.com/tenancyhq/tenancy/eventstore/postgres"
@@ -255,7 +256,10 @@ func Open(ctx context.Context, cfg Config) (_ *App, err error) {
 		a.admin = newAdmin(a)
 		a.server, err = httpapi.New(httpapi.Deps{Commands: instrumentCommands(a.Commands, a.metrics, a.log), Queries: a.Reader,
 			Auth: cfg.Auth, Observer: a.metrics, TracerProvider: cfg.TracerProvider, Replayer: queries.NewReplayer(a.store), Admin: a.admin,
-			Catalog: a.catalog, Health: a.health, Logger: a.log, Head: a.storeEnd()},
+			Catalog: a.catalog, Health: a.health, Logger: a.log, Head: a.storeEnd(),
+			// The live event stream follows the projections' feed as stored
+			// (it sends no event data, so nothing needs opening).
+			Feed: a.rawFeed},
 			httpapi.Options{ConsistencyWait: cfg.ConsistencyWait, Version: cfg.Version, DefaultRegion: cfg.DefaultRegion,
 				BodyTimeout: cfg.HTTPBodyTimeout, RequestTimeout: cfg.HTTPRequestTimeout})
 		if err != nil {
@@ -429,12 +433,15 @@ func (a *App) Addr() string {
 }
 
 // Handler is what the HTTP listener serves: /metrics (Prometheus, no
-// authentication, like health) and the API.
+// authentication, like health), the operator console's static assets
+// (public: the console calls the API with the operator's token) and the API.
 func (a *App) Handler() http.Handler {
 	mux := http.NewServeMux()
 	metrics := promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{Registry: a.metrics.Registry})
 	mux.Handle("GET /metrics", metrics)
 	mux.Handle("GET /api/v1/metrics", metrics) // where the original service served them
+	mux.Handle("/console/", console.Handler())
+	mux.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
 	mux.Handle("/", a.server)
 	return mux
 }
@@ -471,6 +478,9 @@ func (a *App) Run(ctx context.Context) error {
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 			WriteTimeout: requestTimeout + 10*time.Second,
 			ErrorLog:     slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+		// Live event streams never end by themselves: end them when the
+		// shutdown begins, so it waits only for ordinary requests.
+		srv.RegisterOnShutdown(a.server.CloseStreams)
 		g.Go(func() error {
 			if err := srv.Serve(a.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("http: %w", err)
@@ -703,7 +713,7 @@ func (a *App) projectionHealth(ctx context.Context) ([]httpapi.ProjectionHealth,
 			return nil, err
 		}
 		out = append(out, httpapi.ProjectionHealth{Name: name, State: string(st.State), Position: st.Position.String(), Head: st.Head.String(),
-			LagEvents: st.LagEvents, LagSeconds: st.LagSeconds, Failures: st.Failures, Holder: st.Holder})
+			LagEvents: st.LagEvents, LagSeconds: st.LagSeconds, Failures: st.Failures, Holder: st.Holder, LastError: st.LastError})
 	}
 	return out, nil
 }
