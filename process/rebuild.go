@@ -123,24 +123,11 @@ func switchTimers(ctx context.Context, pool *pgxpool.Pool, feed projections.Feed
 		if err := tx.QueryRow(ctx, `SELECT events_processed FROM projection_checkpoints WHERE name = $1`, SchedulerRebuildName).Scan(&processed); err != nil {
 			return err
 		}
-		for {
-			batch, err := feed.ReadAll(ctx, pos, p.Filter(), 1000)
-			if err != nil {
-				return fmt.Errorf("read the last events: %w", err)
-			}
-			if len(batch) == 0 {
-				break
-			}
-			decoded, err := projections.Decode(batch, tenantlog.Decode)
-			if err != nil {
-				return fmt.Errorf("switch: %w", err)
-			}
-			if err := p.Apply(ctx, tx, decoded); err != nil {
-				return err
-			}
-			pos = batch[len(batch)-1].Position
-			processed += int64(len(batch))
+		pos, rest, err := projections.ApplyRest(ctx, tx, feed, p, pos, tenantlog.Decode)
+		if err != nil {
+			return err
 		}
+		processed += rest
 		// A timer a worker is firing right now keeps its claim, so no other
 		// replica fires it again meanwhile.
 		if _, err := tx.Exec(ctx, `UPDATE timers_rebuild r

@@ -196,3 +196,30 @@ func MoveCheckpoint(ctx context.Context, tx pgx.Tx, name string, pos eventstore.
 	}
 	return nil
 }
+
+// ApplyRest applies to p, inside tx, every event of the feed after pos that
+// p's filter selects, decoded with decode: what a rebuild does in the
+// transaction that switches over, so that nothing committed meanwhile is
+// missed. It returns the position reached and how many events it applied.
+func ApplyRest(ctx context.Context, tx pgx.Tx, feed eventstore.FeedReader, p Projection, pos eventstore.Position,
+	decode func(eventstore.RecordedEvent) (aggregate.Envelope, error)) (eventstore.Position, int64, error) {
+	var applied int64
+	for {
+		batch, err := feed.ReadAll(ctx, pos, p.Filter(), 1000)
+		if err != nil {
+			return pos, applied, fmt.Errorf("read the last events: %w", err)
+		}
+		if len(batch) == 0 {
+			return pos, applied, nil
+		}
+		decoded, err := Decode(batch, decode)
+		if err != nil {
+			return pos, applied, err
+		}
+		if err := p.Apply(ctx, tx, decoded); err != nil {
+			return pos, applied, err
+		}
+		pos = batch[len(batch)-1].Position
+		applied += int64(len(batch))
+	}
+}

@@ -147,24 +147,11 @@ func switchOver(ctx context.Context, pool *pgxpool.Pool, feed eventstore.FeedRea
 		if err := tx.QueryRow(ctx, `SELECT events_processed FROM projection_checkpoints WHERE name = $1`, RebuildName).Scan(&processed); err != nil {
 			return fmt.Errorf("switch: %w", err)
 		}
-		for {
-			batch, err := feed.ReadAll(ctx, pos, p.Filter(), 1000)
-			if err != nil {
-				return fmt.Errorf("switch: read the last events: %w", err)
-			}
-			if len(batch) == 0 {
-				break
-			}
-			decoded, err := projections.Decode(batch, tenantlog.Decode)
-			if err != nil {
-				return fmt.Errorf("switch: %w", err)
-			}
-			if err := p.Apply(ctx, tx, decoded); err != nil {
-				return fmt.Errorf("switch: %w", err)
-			}
-			pos = batch[len(batch)-1].Position
-			processed += int64(len(batch))
+		pos, rest, err := projections.ApplyRest(ctx, tx, feed, p, pos, tenantlog.Decode)
+		if err != nil {
+			return fmt.Errorf("switch: %w", err)
 		}
+		processed += rest
 		for _, q := range []string{
 			`ALTER TABLE tenants RENAME TO tenants_old`,
 			`ALTER TABLE tenant_events RENAME TO tenant_events_old`,
