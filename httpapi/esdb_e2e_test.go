@@ -2,6 +2,8 @@ package httpapi_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,4 +129,30 @@ func TestRebuildOnEventStoreDB(t *testing.T) {
 	if err := s.app.Pool().QueryRow(context.Background(), `SELECT count(*) FROM tenants`).Scan(&n); err != nil || n != 2 {
 		t.Fatalf("after the rebuild: %d tenants (%v), want 2", n, err)
 	}
+}
+
+// TestChangeTooLargeForEventStoreDB: on EventStoreDB a command whose events
+// would be over the server's maximum append size (here configured to
+// 16 KiB) is refused with 413 naming the largest field, before anything is
+// sent: no tenant, and its name is not held, so the same create with less
+// metadata goes through at once.
+func TestChangeTooLargeForEventStoreDB(t *testing.T) {
+	t.Parallel()
+	es := esdbtest.Start(t, esdbtest.Options{MaxAppendSize: 16 << 10})
+	s := startServiceWith(t, service.Config{ExternalProvisioning: true, EventStoreURL: es.URL(), DatabaseURL: pgtest.NewDatabase(t),
+		EventStoreMaxAppendSize: 16 << 10})
+	big := map[string]string{}
+	for i := range 60 {
+		big[fmt.Sprintf("key%02d", i)] = strings.Repeat("v", 450)
+	}
+	create := map[string]any{"name": "Large Change Co", "edition": "professional", "region": "us-east-1", "metadata": big}
+	p := checkProblem(t, s.do("POST", "/api/v1/tenants", create), 413, "metadata", "max_append_size")
+	if errs, _ := p["errors"].([]any); len(errs) != 1 {
+		t.Errorf("errors[] = %v; want the one field", p["errors"])
+	}
+	if list := s.must(200, "GET", "/api/v1/tenants", nil).json(t); len(list["items"].([]any)) != 0 {
+		t.Errorf("tenants after the refused create: %v", list["items"])
+	}
+	create["metadata"] = map[string]string{"crm": "42"}
+	s.must(201, "POST", "/api/v1/tenants", create)
 }

@@ -319,7 +319,7 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 			}
 			responses["409"] = problem("Not allowed in the tenant's status (current_status, allowed_commands), a rule of its state, or a conflict.")
 			responses["412"] = problem("If-Match does not match the tenant's version.")
-			responses["413"] = problem("Body larger than 1 MiB.")
+			responses["413"] = problem("Body larger than 1 MiB, or (on EventStoreDB) events larger than the store takes in one write: field names the largest member, rule max_append_size.")
 			responses["422"] = problem("Idempotency-Key reused with another request.")
 		}
 		if r.consistent {

@@ -121,6 +121,18 @@ func problemFor(err error) *Problem {
 			"The service's database cannot be reached right now. Retry shortly; a change sent again with the same Idempotency-Key is applied at most once.")
 		p.retryAfter = 2
 		return p
+	case errors.As(err, new(*eventstore.TooLargeError)):
+		var tl *eventstore.TooLargeError
+		errors.As(err, &tl)
+		field := tl.Field
+		if field == "" {
+			field = "body"
+		}
+		p := newProblem(http.StatusRequestEntityTooLarge, typeTooLarge, "Change too large for the event store",
+			fmt.Sprintf("The events this request would write take %d bytes; the event store takes at most %d in one write. Shorten %s.", tl.Size, tl.Limit, field))
+		p.Field, p.Rule = field, "max_append_size"
+		p.Errors = []FieldError{{Field: p.Field, Rule: p.Rule, Message: p.Detail}}
+		return p
 	case errors.Is(err, commands.ErrTooManyConflicts):
 		p := newProblem(http.StatusConflict, typeConcurrency, "Concurrent modification", "Other changes to this tenant kept winning the race; nothing was written. Retry the request.")
 		p.retryAfter = 1

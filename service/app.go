@@ -59,6 +59,10 @@ type Config struct {
 	DatabaseURL string
 	// EventStoreURL selects another event store (esdb://…); empty: Postgres.
 	EventStoreURL string
+	// EventStoreMaxAppendSize is EventStoreDB's MaxAppendSize setting, in
+	// bytes (default 1 MiB): a command writing more is refused with 413
+	// before anything is sent.
+	EventStoreMaxAppendSize int
 	// HTTPAddr is where the API listens; empty: no API.
 	HTTPAddr string
 	// Listener, when set, is the API's listener (HTTPAddr is then only
@@ -71,6 +75,14 @@ type Config struct {
 	HTTPRequestTimeout time.Duration
 	// Migrate applies the migrations at start.
 	Migrate bool
+	// ForceStore lets Open use an event store other than the one the read
+	// model and checkpoints were built from, recording it as theirs, and a
+	// rebuild replace a read model with one built from an empty store
+	// (--force: a deliberate move).
+	ForceStore bool
+	// SkipStoreBinding neither checks nor records the event store (tenancy
+	// migrate, which does not open the event store it is not given).
+	SkipStoreBinding bool
 	// Projections runs the projections in this process.
 	Projections bool
 	// ProjectionFailure is what a projection does with an event it cannot apply.
@@ -213,7 +225,7 @@ func Open(ctx context.Context, cfg Config) (_ *App, err error) {
 	// checkpoints and keys either way.
 	var events, feedStore eventstore.Store
 	if cfg.EventStoreURL != "" {
-		es, err := esdb.New(ctx, cfg.EventStoreURL, esdb.Options{Logger: a.log, BatchSize: 2000})
+		es, err := esdb.New(ctx, cfg.EventStoreURL, esdb.Options{Logger: a.log, BatchSize: 2000, MaxAppendSize: cfg.EventStoreMaxAppendSize})
 		if err != nil {
 			return nil, err
 		}
@@ -229,6 +241,11 @@ func Open(ctx context.Context, cfg Config) (_ *App, err error) {
 	a.store = tenantlog.NewStore(a.raw, a.keys, a.log)
 	a.rawFeed = feedStore
 	a.feed = tenantlog.NewStore(a.rawFeed, a.keys, a.log)
+	if !cfg.SkipStoreBinding {
+		if err := a.checkStoreBinding(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = noop.NewTracerProvider()
 		a.cfg.TracerProvider = cfg.TracerProvider
@@ -537,6 +554,9 @@ func ProjectionNames() []string {
 func (a *App) Rebuild(ctx context.Context, name string, progress func(readmodel.Progress)) error {
 	switch name {
 	case readmodel.Name:
+		if err := a.checkRebuildSource(ctx); err != nil {
+			return err
+		}
 		return readmodel.Rebuild(ctx, a.pool, a.feed, a.catalog, readmodel.RebuildOptions{Progress: progress, Logger: a.log, Holder: a.cfg.Holder})
 	case process.SchedulerName:
 		return process.RebuildScheduler(ctx, a.pool, a.feed, process.RebuildOptions{AutoProvision: !a.cfg.ExternalProvisioning,

@@ -24,11 +24,13 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/internal/auth"
@@ -77,6 +79,8 @@ type options struct {
 	bodyTimeout   time.Duration
 	reqTimeout    time.Duration
 	defaultRegion string
+	force         bool
+	maxAppendSize int
 	// From the environment only (secrets stay out of flags and ps):
 	masterKey string       // TENANCY_MASTER_KEY
 	auth      authSettings // JWT_*
@@ -84,6 +88,15 @@ type options struct {
 
 func env(name, def string) string {
 	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+// envInt is the integer in the environment variable name, or def when it
+// is unset or not an integer.
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(env(name, "")); err == nil {
 		return v
 	}
 	return def
@@ -117,6 +130,8 @@ tenant's stream; a Postgres read model and subscribers are fed from it.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&o.databaseURL, "database-url", env("DATABASE_URL", service.DefaultDatabaseURL), "Postgres database (created if missing) [$DATABASE_URL]")
 	pf.StringVar(&o.eventStoreURL, "eventstore-url", env("EVENTSTORE_URL", ""), "event store; empty: the Postgres database [$EVENTSTORE_URL]")
+	pf.IntVar(&o.maxAppendSize, "eventstore-max-append-size", envInt("EVENTSTORE_MAX_APPEND_SIZE", 1<<20),
+		"EventStoreDB's MaxAppendSize in bytes: a command writing more is refused (413) before it is sent [$EVENTSTORE_MAX_APPEND_SIZE]")
 	pf.StringVar(&o.dataDir, "data-dir", env("DATA_DIR", "data"), "folder for what a single-binary run keeps on disk (development master key, embedded NATS store) [$DATA_DIR]")
 	pf.StringVar(&o.logFormat, "log-format", env("LOG_FORMAT", "json"), "log format: json or text [$LOG_FORMAT]")
 	pf.StringVar(&o.logLevel, "log-level", env("LOG_LEVEL", "info"), "log level: debug, info, warn or error [$LOG_LEVEL]")
@@ -165,7 +180,7 @@ projection runs on one replica at a time; others take over when it stops.`,
 			if err != nil {
 				return err
 			}
-			a, err := service.Open(cmd.Context(), service.Config{DatabaseURL: o.databaseURL, Migrate: true, Logger: log, Version: version,
+			a, err := service.Open(cmd.Context(), service.Config{DatabaseURL: o.databaseURL, Migrate: true, SkipStoreBinding: true, Logger: log, Version: version,
 				DataDir: o.dataDir, MasterKey: o.masterKey})
 			if err != nil {
 				return err
@@ -195,7 +210,14 @@ projection runs on one replica at a time; others take over when it stops.`,
 	return root
 }
 
+// addForceFlag adds --force to a command that opens the event store.
+func addForceFlag(f *pflag.FlagSet, o *options) {
+	f.BoolVar(&o.force, "force", false, "use the configured event store although this database's read model and checkpoints were built from another "+
+		"(a deliberate move: it is recorded as theirs; rebuild the projections next), and let a rebuild replace a read model with one built from an empty store")
+}
+
 func addRunFlags(cmd *cobra.Command, o *options) {
+	addForceFlag(cmd.Flags(), o)
 	cmd.Flags().StringVar(&o.natsURL, "nats-url", env("NATS_URL", ""), "NATS server to publish events to; empty: start an embedded one on --nats-listen [$NATS_URL]")
 	cmd.Flags().StringVar(&o.natsListen, "nats-listen", env("NATS_LISTEN", "127.0.0.1:4222"), "where the embedded NATS server listens when NATS_URL is empty [$NATS_LISTEN]")
 	cmd.Flags().StringVar(&o.natsStoreDir, "nats-store-dir", env("NATS_STORE_DIR", ""), "the embedded NATS server's JetStream store (default DATA_DIR/nats) [$NATS_STORE_DIR]")
@@ -266,7 +288,8 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 		DataDir:              o.dataDir, MasterKey: o.masterKey, TracerProvider: tp,
 		NATSURL: o.natsURL, NATSListen: o.natsListen, NATSStoreDir: o.natsStoreDir,
 		NATSStream:  natspub.StreamOptions{DuplicateWindow: o.natsWindow},
-		DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr, Listener: listener,
+		DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, EventStoreMaxAppendSize: o.maxAppendSize, ForceStore: o.force,
+		HTTPAddr: httpAddr, Listener: listener,
 		HTTPBodyTimeout: o.bodyTimeout, HTTPRequestTimeout: o.reqTimeout, DefaultRegion: aggregate.Region(o.defaultRegion),
 		Migrate: !o.noMigrate, Projections: withProjections, ProjectionFailure: policy,
 		Holder: service.DefaultHolder(), Version: version, Logger: log,

@@ -46,7 +46,8 @@ func openOps(cmd *cobra.Command, o *options) (*service.App, error) {
 	}
 	// PROVISIONING_MODE as serve reads it: rebuild scheduler sets provision
 	// timers only when the service provisions tenants itself.
-	a, err := service.Open(cmd.Context(), service.Config{DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, Logger: log, Version: version,
+	a, err := service.Open(cmd.Context(), service.Config{DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, EventStoreMaxAppendSize: o.maxAppendSize,
+		ForceStore: o.force, Logger: log, Version: version,
 		DataDir: o.dataDir, MasterKey: o.masterKey, ExternalProvisioning: o.provisioning == "external"})
 	if err != nil {
 		return nil, err
@@ -83,6 +84,7 @@ func newProjectionsCmd(o *options) *cobra.Command {
 them: reset one to replay from the start, skip or retry events it could not
 apply, or rebuild the read model beside the live one with no outage.`,
 	}
+	addForceFlag(root.PersistentFlags(), o)
 	var asJSON bool
 	status := func(cmd *cobra.Command, args []string) error {
 		if len(args) == 1 {
@@ -317,6 +319,7 @@ and exits 1 if there is any, 0 when they are equal.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addForceFlag(cmd.Flags(), o)
 	return cmd
 }
 
@@ -364,6 +367,7 @@ the timeline early. After a purge every event is shown, personal data redacted.`
 	cmd.Flags().StringVar(&asOf, "as-of", "", "end at the last event at or before this RFC 3339 time")
 	cmd.Flags().Int64Var(&toVersion, "to-version", -1, "end at this stream version")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line: each event, then the state")
+	addForceFlag(cmd.Flags(), o)
 	return cmd
 }
 

@@ -56,6 +56,11 @@ func (s *Store) append(ctx context.Context, stream string, expected eventstore.E
 			return eventstore.AppendResult{}, fmt.Errorf("append to %s: %w", stream, err)
 		}
 	}
+	// The server refuses an append over its maximum size, but only after
+	// the claims are written and the events sent; refuse it here first.
+	if size := AppendSize(data); size > s.opts.MaxAppendSize {
+		return eventstore.AppendResult{}, tooLarge(stream, events, data, s.opts.MaxAppendSize)
+	}
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
 	if !s.opts.NoEventIDClaims {
@@ -65,6 +70,10 @@ func (s *Store) append(ctx context.Context, stream string, expected eventstore.E
 	}
 	name := s.ns + stream
 	wr, err := s.write(ctx, name, revision, data...)
+	if limit, ok := maxAppendSizeExceeded(err); ok {
+		// The server's limit is lower than Options.MaxAppendSize.
+		return eventstore.AppendResult{}, tooLarge(stream, events, data, limit)
+	}
 	if err != nil {
 		return eventstore.AppendResult{}, s.appendError(ctx, stream, expected, err)
 	}

@@ -63,6 +63,10 @@ func (s *Store) Commit(ctx context.Context, w eventstore.Write) (eventstore.Appe
 	if len(w.Events) == 0 {
 		return eventstore.AppendResult{}, fmt.Errorf("commit to %s: no events", w.Stream)
 	}
+	// Refuse an append the server would refuse before taking claims for it.
+	if err := s.checkSize(w.Stream, w.Events); err != nil {
+		return eventstore.AppendResult{}, err
+	}
 	for _, c := range w.Claims {
 		if c.Release {
 			continue

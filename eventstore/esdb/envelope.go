@@ -133,11 +133,11 @@ const (
 
 // feedEvent decides whether a recorded event of $all belongs in the feed
 // under filter: it must be in the namespace, not a system event or stream,
-// not an event id claim, and pass the filter.
+// not an event id claim nor the store's identity, and pass the filter.
 func (s *Store) feedEvent(r *esdb.RecordedEvent, filter eventstore.Filter) (eventstore.RecordedEvent, bool) {
 	stream, ok := strings.CutPrefix(r.StreamID, s.ns)
 	if !ok || strings.HasPrefix(stream, "$") || strings.HasPrefix(r.EventType, "$") ||
-		strings.HasPrefix(stream, claimStreamPrefix) || strings.HasPrefix(stream, uniqueClaimPrefix) || !filter.Match(stream) {
+		strings.HasPrefix(stream, claimStreamPrefix) || strings.HasPrefix(stream, uniqueClaimPrefix) || stream == identityStream || !filter.Match(stream) {
 		return eventstore.RecordedEvent{}, false
 	}
 	return decodeEvent(r, stream), true

@@ -110,6 +110,8 @@ const (
 	// between attempts to resubscribe after a dropped subscription.
 	DefaultResubscribeMin = 100 * time.Millisecond
 	DefaultResubscribeMax = 5 * time.Second
+	// DefaultMaxAppendSize is EventStoreDB's default MaxAppendSize.
+	DefaultMaxAppendSize = 1 << 20
 )
 
 // Errors of this adapter, besides the port's.
@@ -146,6 +148,11 @@ type Options struct {
 	// (see the package documentation). Without claims an event id already
 	// stored in another stream is stored again instead of refused.
 	NoEventIDClaims bool
+	// MaxAppendSize is the server's maximum append size in bytes
+	// (EventStoreDB's MaxAppendSize setting; default 1 MiB). An append
+	// over it is refused with an *eventstore.TooLargeError before anything
+	// is sent.
+	MaxAppendSize int
 }
 
 func (o Options) withDefaults() Options {
@@ -160,6 +167,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ReadPageSize < 2 {
 		o.ReadPageSize = DefaultReadPageSize
+	}
+	if o.MaxAppendSize <= 0 {
+		o.MaxAppendSize = DefaultMaxAppendSize
 	}
 	if o.ResubscribeMin <= 0 {
 		o.ResubscribeMin = DefaultResubscribeMin

@@ -52,6 +52,7 @@ func Run(t *testing.T, newStore NewStore) {
 			tc.fn(t, newStore(t))
 		})
 	}
+	RunIdentity(t, newStore)
 }
 
 func ctx(t *testing.T) context.Context {

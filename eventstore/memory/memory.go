@@ -27,6 +27,8 @@ type Store struct {
 	// changed is closed and replaced on every append, waking subscribers.
 	changed chan struct{}
 	now     func() time.Time
+	// id is the store's identity: a new store is a new history.
+	id uuid.UUID
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -39,7 +41,13 @@ func New() *Store {
 		claims:  make(map[[2]string]string),
 		changed: make(chan struct{}),
 		now:     time.Now,
+		id:      uuid.New(),
 	}
+}
+
+// Identity implements eventstore.Identifier: each Store is its own history.
+func (s *Store) Identity(context.Context) (eventstore.Identity, error) {
+	return eventstore.Identity{Kind: "memory", ID: s.id.String()}, nil
 }
 
 // Append implements eventstore.Appender.

@@ -19,7 +19,11 @@
 package postgres
 
 import (
+	"context"
+	"fmt"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -106,4 +110,17 @@ func New(pool *pgxpool.Pool, opts ...Option) *Store {
 		o(s)
 	}
 	return s
+}
+
+// Identity implements eventstore.Identifier: the id minted in this
+// database when its events table was set up (table event_store_identity).
+func (s *Store) Identity(ctx context.Context) (eventstore.Identity, error) {
+	var id uuid.UUID
+	err := s.pool.QueryRow(ctx, `
+		WITH minted AS (INSERT INTO event_store_identity DEFAULT VALUES ON CONFLICT DO NOTHING RETURNING id)
+		SELECT id FROM minted UNION ALL SELECT id FROM event_store_identity LIMIT 1`).Scan(&id)
+	if err != nil {
+		return eventstore.Identity{}, unavailable(fmt.Errorf("event store identity: %w", err))
+	}
+	return eventstore.Identity{Kind: "postgres", ID: id.String()}, nil
 }

@@ -79,6 +79,17 @@ type Options struct {
 	NoSystemEvents bool
 	// TLS, when set, serves over TLS with it (URL then omits tls=false).
 	TLS *tls.Config
+	// MaxAppendSize is the largest append accepted, in bytes, counted as
+	// the server counts (data, metadata and type of each event); default
+	// 1 MiB, the server's default.
+	MaxAppendSize int
+}
+
+func (o Options) maxAppendSize() int {
+	if o.MaxAppendSize <= 0 {
+		return 1 << 20
+	}
+	return o.MaxAppendSize
 }
 
 // Server is the test double. Make one with NewServer (or Start in a test);

@@ -49,6 +49,7 @@ func (h *streamsService) Append(srv streams.Streams_AppendServer) error {
 		return err
 	}
 	var events []proposal
+	size := 0
 	for {
 		msg, err := srv.Recv()
 		if errors.Is(err, io.EOF) {
@@ -66,6 +67,12 @@ func (h *streamsService) Append(srv streams.Streams_AppendServer) error {
 			return err
 		}
 		events = append(events, p)
+		size += len(p.data) + len(p.meta) + len(p.eventType)
+	}
+	if limit := h.s.opts.maxAppendSize(); size > limit {
+		// As the server: an RpcException the client passes on unclassified.
+		_ = grpc.SetTrailer(srv.Context(), metadata.Pairs("exception", "maximum-append-size-exceeded", "maximum-append-size", strconv.Itoa(limit)))
+		return status.Errorf(codes.InvalidArgument, "Maximum Append Size of %d Exceeded.", limit)
 	}
 
 	ids := make([]uuid.UUID, len(events))
