@@ -225,6 +225,16 @@ func (c *Catalog) ValidatePolicyRequest(req PolicyRequest) error {
 	if _, ok := lookupAction(req.Action); !ok {
 		return Invalid("action", "known_action", "unknown action %q; known actions: %s", req.Action, actionNames())
 	}
+	return c.ValidatePolicyContext(req)
+}
+
+// ValidatePolicyContext is ValidatePolicyRequest without the action check,
+// for EvaluateAnyAction: the action must only be named ("action",
+// "required").
+func (c *Catalog) ValidatePolicyContext(req PolicyRequest) error {
+	if strings.TrimSpace(req.Action) == "" {
+		return Invalid("action", "required", "action is required")
+	}
 	if r := req.Context.Region; r != "" && !r.Valid() {
 		return Invalid("context.region", "known_region", "unknown region %q; known regions: %s", r, joinStrings(regions))
 	}
@@ -255,7 +265,20 @@ func Evaluate(s PolicySubject, req PolicyRequest, now time.Time) Decision {
 // (code unknown_action) rather than an error; call ValidatePolicyRequest
 // first to tell client mistakes apart.
 func (c *Catalog) Evaluate(s PolicySubject, req PolicyRequest, now time.Time) Decision {
-	ev := &evaluation{c: c, s: s, req: req, at: now.UTC(), edition: s.Edition, ent: s.Entitlements}
+	return c.evaluate(s, req, now, false)
+}
+
+// EvaluateAnyAction is Evaluate for the original service's policy route,
+// which took any action name: an action the catalog does not know needs no
+// feature (the edition rule says so instead of denying) and counts as a
+// write; the status, quota, region, network and time rules apply as for any
+// action.
+func (c *Catalog) EvaluateAnyAction(s PolicySubject, req PolicyRequest, now time.Time) Decision {
+	return c.evaluate(s, req, now, true)
+}
+
+func (c *Catalog) evaluate(s PolicySubject, req PolicyRequest, now time.Time, anyAction bool) Decision {
+	ev := &evaluation{c: c, s: s, req: req, at: now.UTC(), edition: s.Edition, ent: s.Entitlements, anyAction: anyAction}
 	if req.Context.Time != nil {
 		ev.at = req.Context.Time.UTC()
 	}
@@ -332,7 +355,9 @@ type evaluation struct {
 	req     PolicyRequest
 	action  ActionSpec
 	known   bool
-	at      time.Time
+	// anyAction: an unknown action needs no feature (EvaluateAnyAction).
+	anyAction bool
+	at        time.Time
 }
 
 // check is what one rule found.
@@ -475,6 +500,8 @@ func (ev *evaluation) checkEdition() check {
 	var ck check
 	a := ev.action
 	switch {
+	case !ev.known && ev.anyAction:
+		ck.say("Action %q is not in the catalog, so it needs no feature; it counts as a write, and the status, quota, region, network and time rules apply to it as to any action.", a.Name)
 	case !ev.known:
 		ck.violate(Violation{Rule: RuleEdition, Code: "unknown_action", Severity: OutcomeDeny,
 			Message: fmt.Sprintf("Action %q is not known, so what it needs cannot be checked; known actions: %s.", a.Name, actionNames())})

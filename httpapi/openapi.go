@@ -102,7 +102,7 @@ func legacyCreateSchema() schema {
 
 func legacySuspendSchema() schema {
 	return obj(props{
-		"reason":         enumOf("Why (default admin_action).", aggregate.SuspensionReasons()),
+		"reason":         enumOf("Why (default admin_action); the original service's words are mapped: billing → payment_failed, security → security_threat, abuse → abuse_detected, legal → legal_request, administrative, voluntary and scheduled → admin_action (the word is kept in the note when there is none).", legacyReasonWords()),
 		"severity":       enumOf("How much the suspension shuts off.", aggregate.Severities()),
 		"note":           str("A note.", 1000),
 		"auto_resume_at": dateTime("When the suspension ends by itself."),
@@ -146,6 +146,14 @@ func evaluateSchema() schema {
 	}, "action")
 }
 
+// legacyEvaluateSchema is evaluateSchema with any action name.
+func legacyEvaluateSchema() schema {
+	sc := evaluateSchema()
+	sc["properties"].(props)["action"] = schema{"type": "string",
+		"description": "What the organization wants to do: any name; one the catalog does not know needs no feature."}
+	return sc
+}
+
 func listParams() []param {
 	return []param{
 		{name: "status", description: "Comma-separated statuses.", schema: schema{"type": "string"}},
@@ -182,6 +190,14 @@ func components(cat *aggregate.Catalog) schema {
 	for _, t := range aggregate.Transitions() {
 		transitions = append(transitions, map[string]string{"from": string(t.From), "to": string(t.To), "command": string(t.Command)})
 	}
+	decision := func() props {
+		return props{"decision": enumOf("", []string{"allow", "deny", "warn"}), "reason": schema{"type": "string"},
+			"violations": arr(schema{"type": "object"}), "upgrade_required": schema{"type": "boolean"}, "required_edition": schema{"type": "string"},
+			"retry_after_seconds": schema{"type": "integer"}, "rules": arr(schema{"type": "object"})}
+	}
+	legacy := decision()
+	legacy["allowed"] = schema{"type": "boolean", "description": "The original's answer: decision is allow or warn."}
+	legacy["required_upgrade"] = schema{"type": []string{"string", "null"}, "description": "The original's answer: the edition that lifts the denial, or null."}
 	return schema{
 		"Tenant": open(props{
 			"id":                   schema{"type": "string", "format": "uuid"},
@@ -219,10 +235,9 @@ func components(cat *aggregate.Catalog) schema {
 		"Entitlements": open(props{"edition": enumOf("", aggregate.Editions()), "features": schema{"type": "object"}, "limits": schema{"type": "object"}, "overrides": schema{"type": "object"}}),
 		"Transitions": open(props{"status": enumOf("", aggregate.Statuses()), "allowed_commands": arr(schema{"type": "string"}),
 			"transitions": arr(open(props{"command": schema{"type": "string"}, "to": schema{"type": "string"}}))}),
-		"PolicyDecision": open(props{"decision": enumOf("", []string{"allow", "deny", "warn"}), "reason": schema{"type": "string"},
-			"violations": arr(schema{"type": "object"}), "upgrade_required": schema{"type": "boolean"}, "required_edition": schema{"type": "string"},
-			"retry_after_seconds": schema{"type": "integer"}, "rules": arr(schema{"type": "object"})}),
-		"Catalog": open(props{"version": schema{"type": "string", "const": cat.Version()}, "editions": arr(schema{"type": "object"})}),
+		"PolicyDecision":       open(decision()),
+		"LegacyPolicyDecision": open(legacy),
+		"Catalog":              open(props{"version": schema{"type": "string", "const": cat.Version()}, "editions": arr(schema{"type": "object"})}),
 		"History": open(props{"tenant_id": schema{"type": "string", "format": "uuid"}, "redacted": schema{"type": "boolean"},
 			"items": arr(open(props{"version": schema{"type": "integer"}, "occurred_at": dateTime(""), "type": enumOf("", aggregate.EventTypes()),
 				"event_id": schema{"type": "string"}, "actor": schema{"type": "string"}, "correlation_id": schema{"type": "string"},
@@ -294,10 +309,11 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 		if r.consistent {
 			params = append(params, schema{"name": "X-Consistency-Token", "in": "header", "schema": schema{"type": "string"},
 				"description": "Wait (up to 2 s) until the read model has reached this token from a command's response; 503 otherwise. A token beyond the last event the store holds answers 400 at once."})
+			desc := "strong (the default): the read waits (up to 2 s) until the read model holds the caller's own last write (remembered per token subject, and carried in the tenancy_last_write cookie for other replicas), so a client reads its own writes without a token. eventual: answer from the read model as it is."
 			if r.operationID == "getTenant" || r.operationID == "legacyGetOrganization" {
-				params = append(params, schema{"name": "Consistency", "in": "header", "schema": schema{"type": "string", "enum": []string{"strong", "eventual"}},
-					"description": "strong (the default): the read waits (up to 2 s) until the read model holds every change made to the tenant so far, so a client reads its own writes without a token. eventual: answer from the read model as it is."})
+				desc = "strong (the default): the read waits (up to 2 s) until the read model holds every change made to the tenant so far, so a client reads its own writes without a token. eventual: answer from the read model as it is."
 			}
+			params = append(params, schema{"name": "Consistency", "in": "header", "schema": schema{"type": "string", "enum": []string{"strong", "eventual"}}, "description": desc})
 		}
 		responses := schema{
 			"400": problem("The request breaks a rule; field and rule say which (a JSON body must be valid UTF-8 and name each member once)."),
@@ -432,10 +448,18 @@ func (oa *openAPI) validate(next echo.HandlerFunc) echo.HandlerFunc {
 		for i, n := range c.ParamNames() {
 			params[n] = c.ParamValues()[i]
 		}
-		err := openapi3filter.ValidateRequest(c.Request().Context(), &openapi3filter.RequestValidationInput{
-			Request: c.Request(), PathParams: params, Route: rt,
-			Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, MultiError: true},
-		})
+		check := func() error {
+			return openapi3filter.ValidateRequest(c.Request().Context(), &openapi3filter.RequestValidationInput{
+				Request: c.Request(), PathParams: params, Route: rt,
+				Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, MultiError: true},
+			})
+		}
+		err := check()
+		if err != nil && canonicalizeRequest(c.Request(), rt.Operation) {
+			// An enumeration spelt another way (see canonicalizeRequest):
+			// the request now holds the canonical spelling.
+			err = check()
+		}
 		if err != nil {
 			// Reading the body can fail on the body limit (a chunked body
 			// over 1 MiB): that is a 413, not a schema error.

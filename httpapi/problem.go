@@ -140,7 +140,7 @@ func problemFor(err error) *Problem {
 	case errors.Is(err, queries.ErrNotFound):
 		return newProblem(http.StatusNotFound, typeNotFound, "Not found", "No tenant with this id or external id.")
 	case errors.Is(err, queries.ErrNotCaughtUp):
-		p := newProblem(http.StatusServiceUnavailable, typeNotCaughtUp, "Read model not caught up", "The read model has not reached the consistency token yet; retry shortly.")
+		p := newProblem(http.StatusServiceUnavailable, typeNotCaughtUp, "Read model not caught up", "The read model has not yet reached the consistency token, or the caller's own last write; retry shortly (or read with Consistency: eventual).")
 		p.retryAfter = 1
 		return p
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):

@@ -282,8 +282,9 @@ func (s *Server) routes() []route {
 			summary: "Activate an organization (original API): completes provisioning, converts a trial or resumes (to where it was suspended from: a suspended trial stays a trial), as its status needs",
 			status:  http.StatusOK, result: "Tenant", command: true, handler: s.legacyActivate},
 		route{method: http.MethodPost, path: "/organizations/{id}/policies", operationID: "legacyEvaluatePolicy", tag: "legacy",
-			summary: "Evaluate a policy request (original API)", body: evaluateSchema(), bodyRequired: true,
-			status: http.StatusOK, result: "PolicyDecision", consistent: true, handler: s.evaluatePolicy},
+			summary: "Evaluate a policy request (original API): any action name (one the catalog does not know needs no feature; status, quota, region, network and time rules apply), with the original's allowed and required_upgrade",
+			body:    legacyEvaluateSchema(), bodyRequired: true,
+			status: http.StatusOK, result: "LegacyPolicyDecision", consistent: true, handler: s.legacyEvaluatePolicy},
 	)
 	rs = append(rs, s.adminRoutes()...)
 	rs = append(rs, s.healthRoutes()...)

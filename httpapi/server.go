@@ -120,6 +120,8 @@ type Server struct {
 	auditLog *slog.Logger
 	tracer   trace.Tracer
 	openapi  *openAPI
+	// sessions remember each caller's last write, for its reads.
+	sessions *sessions
 	// streams bounds the live event streams; closing ends them at shutdown.
 	streams      chan struct{}
 	closing      context.Context
@@ -157,7 +159,7 @@ func New(deps Deps, opts Options) (*Server, error) {
 	}
 	s := &Server{echo: echo.New(), deps: deps, opts: opts, logger: deps.Logger,
 		auditLog: deps.Logger.With("logger", "audit"), tracer: deps.TracerProvider.Tracer("github.com/tenancyhq/tenancy/httpapi"),
-		streams: make(chan struct{}, maxStreams)}
+		streams: make(chan struct{}, maxStreams), sessions: newSessions()}
 	s.closing, s.closeStreams = context.WithCancel(context.Background())
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true

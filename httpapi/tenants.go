@@ -75,7 +75,8 @@ func (s *Server) waitConsistent(c echo.Context) error {
 		token, field = c.QueryParam("consistent_with"), "consistent_with"
 	}
 	if token == "" {
-		return nil
+		// No token: the caller's own last write (sessions.go).
+		return s.waitSession(c)
 	}
 	pos, err := eventstore.ParsePosition(token)
 	if err != nil {
@@ -161,6 +162,7 @@ func (s *Server) respond(c echo.Context, status int, res commands.Result) error 
 	h := c.Response().Header()
 	h.Set("ETag", etag(res.Version))
 	h.Set("X-Consistency-Token", res.Position.String())
+	s.rememberWrite(c, res.Position)
 	if res.Duplicate {
 		h.Set("Idempotent-Replayed", "true")
 		if s.deps.Observer != nil {
@@ -266,12 +268,12 @@ func (s *Server) setPolicy(c echo.Context) error {
 	if err := decodeBody(c, &req); err != nil {
 		return err
 	}
-	p := aggregate.PolicySetting{Type: aggregate.PolicyType(c.Param("type")), Enforced: req.Enforced == nil || *req.Enforced, Settings: req.Settings}
+	p := aggregate.PolicySetting{Type: canonical(aggregate.PolicyType(c.Param("type")), aggregate.PolicyTypes()), Enforced: req.Enforced == nil || *req.Enforced, Settings: req.Settings}
 	return s.execute(c, aggregate.SetPolicy{Policy: p})
 }
 
 func (s *Server) removePolicy(c echo.Context) error {
-	return s.execute(c, aggregate.RemovePolicy{Type: aggregate.PolicyType(c.Param("type"))})
+	return s.execute(c, aggregate.RemovePolicy{Type: canonical(aggregate.PolicyType(c.Param("type")), aggregate.PolicyTypes())})
 }
 
 func (s *Server) setOverride(c echo.Context) error {
@@ -480,6 +482,13 @@ func (s *Server) legacySuspend(c echo.Context) error {
 	if req.Reason == "" {
 		req.Reason = aggregate.ReasonAdminAction
 	}
+	if r, ok := legacySuspendReasons[fold(string(req.Reason))]; ok {
+		// The original's word is kept in the note when there is none.
+		if req.Note == "" {
+			req.Note = "reason given as " + strings.ToLower(string(req.Reason))
+		}
+		req.Reason = r
+	}
 	return s.execute(c, aggregate.Suspend{Reason: req.Reason, Severity: req.Severity, Note: req.Note, AutoResumeAt: req.AutoResumeAt})
 }
 
@@ -508,10 +517,11 @@ func splitList(q url.Values, name string) []string {
 
 func enumList[T ~string](q url.Values, name string, allowed []T) ([]T, error) {
 	var out []T
-	for _, v := range splitList(q, name) {
+	for _, raw := range splitList(q, name) {
+		v := canonical(T(raw), allowed)
 		ok := false
 		for _, a := range allowed {
-			if string(a) == v {
+			if a == v {
 				ok = true
 				break
 			}
@@ -523,7 +533,7 @@ func enumList[T ~string](q url.Values, name string, allowed []T) ([]T, error) {
 			}
 			return nil, invalidField(name, "enum", fmt.Sprintf("%s must be one of %s.", name, strings.Join(names, ", ")))
 		}
-		out = append(out, T(v))
+		out = append(out, v)
 	}
 	return out, nil
 }
