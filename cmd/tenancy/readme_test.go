@@ -227,6 +227,7 @@ func TestReadmeCommandsWork(t *testing.T) {
 			`"status":"PROVISIONING"`, `"external_id":"ORG-`, `"actor":"system:timer"`, `"status":"SUSPENDED"`,
 			`"status":"ACTIVE"`, `invalid-transition`, `"allowed_commands"`, `"edition":"professional"`,
 			`"decision":`, `"items":[`, `TenantCreated`, `Idempotent-Replayed: true`,
+			`"region":"us-east-1"`, `"allowed":`, `"required_upgrade":`,
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("Try it, run %d: the output lacks %s:\n%s", run, want, out)
