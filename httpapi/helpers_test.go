@@ -60,6 +60,10 @@ func startServiceWith(t testing.TB, cfg service.Config) *testService {
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.Migrate, cfg.Projections = true, true
 	cfg.DataDir = t.TempDir() // the development master key, not in the source tree
+	if _, bench := t.(*testing.B); !bench && cfg.MaxConns == 0 {
+		// Tests run side by side on one server of 100 connections.
+		cfg.MaxConns = 10
+	}
 	if cfg.ConsistencyWait == 0 {
 		// A loaded CI machine can take longer than the 2 s default for the
 		// read model to catch up; the tests check consistency, not speed.

@@ -75,6 +75,9 @@ type Config struct {
 	HTTPRequestTimeout time.Duration
 	// Migrate applies the migrations at start.
 	Migrate bool
+	// MaxConns bounds the Postgres pool (default max(16, 4 × CPUs); the
+	// URL's pool_max_conns wins).
+	MaxConns int
 	// ForceStore lets Open use an event store other than the one the read
 	// model and checkpoints were built from, recording it as theirs, and a
 	// rebuild replace a read model with one built from an empty store
@@ -204,6 +207,17 @@ func Open(ctx context.Context, cfg Config) (_ *App, err error) {
 	// (pool_max_conns).
 	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
 		pcfg.MaxConns = int32(max(16, 4*runtime.NumCPU()))
+		if cfg.MaxConns > 0 {
+			pcfg.MaxConns = int32(cfg.MaxConns)
+		}
+	}
+	// A burst leaves the pool full of idle connections, each a server
+	// process; give them back within a minute rather than pgxpool's 30.
+	if !strings.Contains(cfg.DatabaseURL, "pool_max_conn_idle_time") {
+		pcfg.MaxConnIdleTime = 30 * time.Second
+	}
+	if !strings.Contains(cfg.DatabaseURL, "pool_health_check_period") {
+		pcfg.HealthCheckPeriod = 15 * time.Second
 	}
 	if a.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
 		return nil, fmt.Errorf("database %s: %w", redactURL(cfg.DatabaseURL), err)

@@ -96,6 +96,10 @@ func startService(t testing.TB, o serviceOptions) *testService {
 		Logger:               logger,
 		Version:              "test",
 	}
+	if _, bench := t.(*testing.B); !bench {
+		// Tests run side by side on one server of 100 connections.
+		cfg.MaxConns = 10
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if o.auth {
