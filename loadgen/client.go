@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -102,7 +103,7 @@ type commandResult struct {
 }
 
 // command sends a command with an Idempotency-Key and sends it again, with
-// the same key, after a 5xx, a 429 or a lost answer, until it is answered
+// the same key, after a 5xx, a 429, a 409 concurrent-modification or a lost answer, until it is answered
 // or ctx ends: the service applies a key once, so a retried command is
 // never applied twice and an acknowledged one is never lost. It returns
 // the failed attempts' names and whether the command was acknowledged;
@@ -121,7 +122,7 @@ func (g *gen) command(ctx context.Context, method, path, key string, body []byte
 			return res, failures, true, false
 		}
 		failures = append(failures, failure(a, err))
-		if err == nil && a.status < 500 && a.status != http.StatusTooManyRequests {
+		if err == nil && a.status < 500 && a.status != http.StatusTooManyRequests && !raced(a) {
 			return res, failures, false, false // refused: sending it again changes nothing
 		}
 		wait := backoff + rand.N(backoff)
@@ -135,6 +136,19 @@ func (g *gen) command(ctx context.Context, method, path, key string, body []byte
 		case <-time.After(wait):
 		}
 	}
+}
+
+// raced reports a 409 concurrent-modification problem: other changes to
+// the tenant kept winning, nothing was written, and the service asks for
+// the request again.
+func raced(a answer) bool {
+	if a.status != http.StatusConflict {
+		return false
+	}
+	var p struct {
+		Type string `json:"type"`
+	}
+	return json.Unmarshal(a.body, &p) == nil && strings.HasSuffix(p.Type, "/concurrent-modification")
 }
 
 // newKey is a fresh Idempotency-Key.

@@ -168,6 +168,12 @@ type Config struct {
 	// Drain is how long commands in flight when the run ends may keep
 	// retrying to learn their outcome (default 10 s).
 	Drain time.Duration
+	// Ceiling is how long the workers send GET /health/live (no database,
+	// no token check) before the timed run, as fast as they can: the
+	// HTTP round trip's ceiling on this client, network and server, which
+	// the report sets the run's throughput beside (default 1 s; negative:
+	// not measured).
+	Ceiling time.Duration
 	// Prefix starts the names of the tenants the run creates (default
 	// "bench-" and the run's start time), so that runs do not collide.
 	Prefix string
@@ -207,6 +213,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Drain <= 0 {
 		c.Drain = 10 * time.Second
+	}
+	if c.Ceiling == 0 {
+		c.Ceiling = time.Second
 	}
 	if c.Prefix == "" {
 		c.Prefix = "bench-" + time.Now().UTC().Format("20060102T150405.000") + "-"

@@ -113,6 +113,9 @@ func TestRunDrivesEveryOperationAndReportsWhatItSaw(t *testing.T) {
 		t.Fatalf("NATS %+v: want every one of the %d acknowledged commands delivered", rep.NATS, len(rep.Acknowledged))
 	}
 	ordered(t, "NATS", rep.NATS.Latency)
+	if c := rep.Ceiling; c == nil || c.OK == 0 || c.Failed != 0 || rep.CeilingRatio <= 0 || rep.CeilingRatio > 1 {
+		t.Errorf("ceiling %+v, ratio %v: want GET /health/live measured, faster than the mix", c, rep.CeilingRatio)
+	}
 
 	mu.Lock()
 	n := len(snaps)
@@ -144,7 +147,7 @@ func TestCommandsSurviveTheServerGoingAway(t *testing.T) {
 	running := make(chan struct{})
 	go func() {
 		rep, err := loadgen.Run(ctx, loadgen.Config{BaseURL: "http://" + p.addr(), Token: s.token, Concurrency: 4, Tenants: 2,
-			Mix: loadgen.Mix{Command: 1}, RequestTimeout: 2 * time.Second}, func(sn loadgen.Snapshot) {
+			Mix: loadgen.Mix{Command: 1}, RequestTimeout: 2 * time.Second, Ceiling: -1}, func(sn loadgen.Snapshot) {
 			if !sn.Setup && sn.OK > 0 {
 				first.Do(func() { close(running) })
 			}

@@ -20,6 +20,11 @@ type Report struct {
 	Ops []OpStats `json:"ops"`
 	// Total is all operations together.
 	Total OpStats `json:"total"`
+	// Ceiling is GET /health/live as fast as the workers can, measured
+	// just before the run (nil: not measured); CeilingRatio is Total's
+	// throughput over the ceiling's.
+	Ceiling      *OpStats `json:"ceiling,omitempty"`
+	CeilingRatio float64  `json:"ceiling_ratio,omitempty"`
 	// ReadYourWrites is how soon an acknowledged command can be read back.
 	ReadYourWrites RYWStats `json:"read_your_writes"`
 	// NATS is command-to-NATS delivery; nil without Config.NATSURL.

@@ -77,6 +77,10 @@ func Run(ctx context.Context, cfg Config, progress func(Snapshot)) (Report, erro
 	rep.Setup = SetupStats{Tenants: len(g.ready), Seconds: time.Since(start).Seconds()}
 	// The setup's creates are not operations of the timed run.
 	g.rec.resetOps()
+	if cfg.Ceiling > 0 {
+		c := g.ceiling(ctx)
+		rep.Ceiling = &c
+	}
 
 	stop, cancelStop := ctx, context.CancelFunc(func() {})
 	if cfg.Duration > 0 {
@@ -110,11 +114,53 @@ func Run(ctx context.Context, cfg Config, progress func(Snapshot)) (Report, erro
 	cancelDrain()
 
 	g.rec.report(&rep, elapsed)
+	if rep.Ceiling != nil && rep.Ceiling.PerSecond > 0 {
+		rep.CeilingRatio = rep.Total.PerSecond / rep.Ceiling.PerSecond
+	}
 	if g.nats != nil {
 		st := g.nats.wait(ctx, cfg.NATSWait)
 		rep.NATS = &st
 	}
 	return rep, nil
+}
+
+// ceiling sends GET /health/live from every worker for cfg.Ceiling.
+func (g *gen) ceiling(ctx context.Context) OpStats {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.Ceiling)
+	defer cancel()
+	var mu sync.Mutex
+	st := OpStats{Op: "ceiling", Errors: map[string]int{}}
+	var lat []time.Duration
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range g.cfg.Concurrency {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				t := time.Now()
+				a, err := g.send(ctx, http.MethodGet, "/health/live", nil, nil)
+				d := time.Since(t)
+				if ctx.Err() != nil {
+					return // cut by the end of the measurement, not a failure
+				}
+				mu.Lock()
+				if ok(a, err) {
+					st.OK++
+					lat = append(lat, d)
+				} else {
+					st.Failed++
+					st.Errors[failure(a, err)]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	st.PerSecond = float64(st.OK) / time.Since(start).Seconds()
+	st.Latency = summarize(lat)
+	if len(st.Errors) == 0 {
+		st.Errors = nil
+	}
+	return st
 }
 
 // worker sends operations until stop ends.

@@ -10,6 +10,7 @@
 //	tenancy token     mint a bearer token
 //	tenancy events    follow the events published on NATS
 //	tenancy healthcheck  exit 0 when the service is ready (container health checks)
+//	tenancy bench     drive a deployment over its API and report throughput and latencies
 //
 // Configuration comes from flags, each with an environment variable as its
 // default (DATABASE_URL, EVENTSTORE_URL, NATS_URL, HTTP_ADDR, …).
@@ -191,7 +192,7 @@ projection runs on one replica at a time; others take over when it stops.`,
 		Args:  cobra.NoArgs,
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "tenancy", version) },
 	}
-	root.AddCommand(serve, project, migrate, versionCmd, newProjectionsCmd(o), newVerifyCmd(o), newReplayCmd(o), newTokenCmd(o), newEventsCmd(o), newHealthcheckCmd())
+	root.AddCommand(serve, project, migrate, versionCmd, newProjectionsCmd(o), newVerifyCmd(o), newReplayCmd(o), newTokenCmd(o), newEventsCmd(o), newHealthcheckCmd(), newBenchCmd(o))
 	return root
 }
 

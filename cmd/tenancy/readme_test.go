@@ -493,7 +493,7 @@ func TestHelpNamesEveryCommand(t *testing.T) {
 	if err := root.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []string{"serve", "project", "migrate", "version", "replay", "verify", "projections", "token", "events", "healthcheck"} {
+	for _, c := range []string{"serve", "project", "migrate", "version", "replay", "verify", "projections", "token", "events", "healthcheck", "bench"} {
 		if !strings.Contains(out.String(), c) {
 			t.Errorf("--help does not mention %s", c)
 		}
