@@ -146,6 +146,8 @@ type Snapshot struct {
 	// Setup: the setup is still creating tenants (Tenants made so far).
 	Setup   bool
 	Tenants int
+	// Ceiling: the ceiling is being measured (after the setup).
+	Ceiling bool
 }
 
 // recorder collects samples from the workers.

@@ -58,7 +58,11 @@ func Run(ctx context.Context, cfg Config, progress func(Snapshot)) (Report, erro
 	var runStart atomic.Int64
 	stopProgress := g.progress(progress, func() Snapshot {
 		s := Snapshot{Elapsed: time.Since(start)}
-		if phase.Load() == "setup" {
+		switch phase.Load() {
+		case "ceiling":
+			s.Ceiling = true
+			return s
+		case "setup":
 			s.Setup = true
 			g.mu.RLock()
 			s.Tenants = len(g.all)
@@ -78,6 +82,7 @@ func Run(ctx context.Context, cfg Config, progress func(Snapshot)) (Report, erro
 	// The setup's creates are not operations of the timed run.
 	g.rec.resetOps()
 	if cfg.Ceiling > 0 {
+		phase.Store("ceiling")
 		c := g.ceiling(ctx)
 		rep.Ceiling = &c
 	}
@@ -383,7 +388,7 @@ func (g *gen) progress(fn func(Snapshot), snap func() Snapshot) (stop func()) {
 				return
 			case now := <-t.C:
 				s := snap()
-				if !s.Setup {
+				if !s.Setup && !s.Ceiling {
 					s.PerSecond = float64(s.OK-lastOK) / now.Sub(last).Seconds()
 					lastOK = s.OK
 				}

@@ -165,10 +165,13 @@ func benchToken(o *options, b *benchOptions) (string, error) {
 
 // progressLine is one second's progress.
 func progressLine(s loadgen.Snapshot, total time.Duration) string {
-	if s.Setup {
-		return fmt.Sprintf("setup  %3ds  %d tenants created", int(s.Elapsed.Seconds()), s.Tenants)
+	switch {
+	case s.Setup:
+		return fmt.Sprintf("setup    %3ds  %d tenants created", int(s.Elapsed.Seconds()), s.Tenants)
+	case s.Ceiling:
+		return fmt.Sprintf("ceiling  %3ds  GET /health/live", int(s.Elapsed.Seconds()))
 	}
-	return fmt.Sprintf("run    %3ds/%ds  %8d ok  %5d failed  %8.0f/s", int(s.Elapsed.Round(time.Second).Seconds()), int(total.Seconds()),
+	return fmt.Sprintf("run      %3ds/%ds  %8d ok  %5d failed  %8.0f/s", int(s.Elapsed.Round(time.Second).Seconds()), int(total.Seconds()),
 		s.OK, s.Failed, s.PerSecond)
 }
 
