@@ -60,6 +60,7 @@ func main() {
 // options are the flags shared by the commands.
 type options struct {
 	databaseURL   string
+	readURL       string
 	eventStoreURL string
 	httpAddr      string
 	logFormat     string
@@ -133,6 +134,8 @@ those in flight, lets projections commit their batch, and exits 0.`,
 			return run(cmd.Context(), o, stderr, o.httpAddr, !o.noProjections)
 		},
 	}
+	serve.Flags().StringVar(&o.readURL, "database-read-url", env("DATABASE_READ_URL", ""),
+		"a streaming replica of the database for the queries (reads wait there for the caller's writes); empty: the database [$DATABASE_READ_URL]")
 	serve.Flags().StringVar(&o.httpAddr, "http-addr", env("HTTP_ADDR", ":8000"), "address the API listens on [$HTTP_ADDR]")
 	serve.Flags().DurationVar(&o.bodyTimeout, "http-body-timeout", envDuration("HTTP_BODY_TIMEOUT", 30*time.Second),
 		"how long a client may take to send a request body once its headers are in; a slower body is cut with 408 [$HTTP_BODY_TIMEOUT]")
@@ -266,7 +269,7 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 		DataDir:              o.dataDir, MasterKey: o.masterKey, TracerProvider: tp,
 		NATSURL: o.natsURL, NATSListen: o.natsListen, NATSStoreDir: o.natsStoreDir,
 		NATSStream:  natspub.StreamOptions{DuplicateWindow: o.natsWindow},
-		DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr, Listener: listener,
+		DatabaseURL: o.databaseURL, DatabaseReadURL: o.readURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr, Listener: listener,
 		HTTPBodyTimeout: o.bodyTimeout, HTTPRequestTimeout: o.reqTimeout, DefaultRegion: aggregate.Region(o.defaultRegion),
 		Migrate: !o.noMigrate, Projections: withProjections, ProjectionFailure: policy,
 		Holder: service.DefaultHolder(), Version: version, Logger: log,
