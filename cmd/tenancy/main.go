@@ -24,6 +24,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -75,6 +76,7 @@ type options struct {
 	natsListen    string
 	natsStoreDir  string
 	natsWindow    time.Duration
+	natsReplicas  int
 	bodyTimeout   time.Duration
 	reqTimeout    time.Duration
 	defaultRegion string
@@ -94,6 +96,15 @@ func env(name, def string) string {
 // it is unset or not a duration.
 func envDuration(name string, def time.Duration) time.Duration {
 	if v, err := time.ParseDuration(env(name, "")); err == nil {
+		return v
+	}
+	return def
+}
+
+// envInt is the whole number in the environment variable name, or def
+// when it is unset or not a number.
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(env(name, "")); err == nil {
 		return v
 	}
 	return def
@@ -203,6 +214,8 @@ func addRunFlags(cmd *cobra.Command, o *options) {
 	cmd.Flags().StringVar(&o.natsListen, "nats-listen", env("NATS_LISTEN", "127.0.0.1:4222"), "where the embedded NATS server listens when NATS_URL is empty [$NATS_LISTEN]")
 	cmd.Flags().StringVar(&o.natsStoreDir, "nats-store-dir", env("NATS_STORE_DIR", ""), "the embedded NATS server's JetStream store (default DATA_DIR/nats) [$NATS_STORE_DIR]")
 	cmd.Flags().DurationVar(&o.natsWindow, "nats-duplicate-window", envDuration("NATS_DUPLICATE_WINDOW", time.Hour), "how long JetStream remembers event ids to drop re-published copies [$NATS_DUPLICATE_WINDOW]")
+	cmd.Flags().IntVar(&o.natsReplicas, "nats-stream-replicas", envInt("NATS_STREAM_REPLICAS", 1),
+		"copies of the TENANCY_EVENTS stream in a NATS JetStream cluster (1, 3 or 5; an existing stream is brought to it) [$NATS_STREAM_REPLICAS]")
 	cmd.Flags().BoolVar(&o.noMigrate, "no-migrate", false, "do not apply migrations at start")
 	cmd.Flags().StringVar(&o.provisioning, "provisioning-mode", env("PROVISIONING_MODE", "auto"),
 		"auto: the service provisions new tenants itself; external: an outside provisioner calls complete-provisioning [$PROVISIONING_MODE]")
@@ -268,7 +281,7 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 		ExternalProvisioning: o.provisioning == "external",
 		DataDir:              o.dataDir, MasterKey: o.masterKey, TracerProvider: tp,
 		NATSURL: o.natsURL, NATSListen: o.natsListen, NATSStoreDir: o.natsStoreDir,
-		NATSStream:  natspub.StreamOptions{DuplicateWindow: o.natsWindow},
+		NATSStream:  natspub.StreamOptions{DuplicateWindow: o.natsWindow, Replicas: o.natsReplicas},
 		DatabaseURL: o.databaseURL, DatabaseReadURL: o.readURL, EventStoreURL: o.eventStoreURL, HTTPAddr: httpAddr, Listener: listener,
 		HTTPBodyTimeout: o.bodyTimeout, HTTPRequestTimeout: o.reqTimeout, DefaultRegion: aggregate.Region(o.defaultRegion),
 		Migrate: !o.noMigrate, Projections: withProjections, ProjectionFailure: policy,
