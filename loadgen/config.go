@@ -154,7 +154,8 @@ type Config struct {
 	// ReadYourWritesEvery checks read-your-writes after every nth command
 	// (default 1: after each; negative: never). Each check is two reads
 	// of the tenant, one plain and one with the command's consistency
-	// token, which are not counted as get operations.
+	// token, which are neither counted as get operations nor paced by
+	// Rate.
 	ReadYourWritesEvery int
 	// NATSURL, when set, subscribes to tenancy.events.> there (several
 	// servers separated by commas) and measures the time from a command's

@@ -22,7 +22,7 @@ type benchOptions struct {
 	url, token, tokenFile, mix, natsURL string
 	duration                            time.Duration
 	rate                                float64
-	concurrency, tenants                int
+	concurrency, tenants, rywEvery      int
 	json, acks, allowErrors, quiet      bool
 }
 
@@ -53,7 +53,9 @@ second, and latency percentiles p50/p99/p99.9/max in milliseconds; then:
   read-your-writes  after each command, a GET without any consistency header
                     and a GET with the command's X-Consistency-Token, each
                     timed until it shows the command's version; a read that
-                    shows an older version counts as stale
+                    shows an older version counts as stale (two requests
+                    per command besides the mix, not paced by --rate;
+                    --ryw-every N checks every Nth command, 0 none)
   NATS delivery     from a command's answer to its event arriving on
                     tenancy.events.> (with --nats-url, NATS_URL or the
                     DATA_DIR/nats.url serve writes; skipped without one)
@@ -82,6 +84,7 @@ not start.`,
 	f.Float64Var(&b.rate, "rate", 0, "target requests per second over all workers; 0: as fast as --concurrency allows")
 	f.IntVar(&b.concurrency, "concurrency", 8, "requests in flight at most")
 	f.IntVar(&b.tenants, "tenants", 0, "tenants to create before the run (default --concurrency)")
+	f.IntVar(&b.rywEvery, "ryw-every", 1, "check read-your-writes after every Nth command; 0: never")
 	f.StringVar(&b.mix, "mix", loadgen.DefaultMix.String(), "relative weights of the operations; left out: 0")
 	f.StringVar(&b.natsURL, "nats-url", "", "NATS to measure event delivery on, servers separated by commas (default: NATS_URL, else DATA_DIR/nats.url); none: skip")
 	f.BoolVar(&b.json, "json", false, "print the report as JSON")
@@ -94,10 +97,14 @@ not start.`,
 func runBench(cmd *cobra.Command, o *options, b *benchOptions) error {
 	mix, err := loadgen.ParseMix(b.mix)
 	if err != nil {
-		return &exitError{code: 2, msg: "tenancy bench: --" + err.Error()}
+		return &exitError{code: 2, msg: "bench: --" + err.Error()}
 	}
-	if b.duration <= 0 || b.rate < 0 || b.concurrency <= 0 || b.tenants < 0 {
-		return &exitError{code: 2, msg: "tenancy bench: --duration and --concurrency must be above 0, --rate and --tenants at least 0"}
+	if b.duration <= 0 || b.rate < 0 || b.concurrency <= 0 || b.tenants < 0 || b.rywEvery < 0 {
+		return &exitError{code: 2, msg: "bench: --duration and --concurrency must be above 0, --rate, --tenants and --ryw-every at least 0"}
+	}
+	ryw := b.rywEvery
+	if ryw == 0 {
+		ryw = -1 // loadgen: negative is never
 	}
 	token, err := benchToken(o, b)
 	if err != nil {
@@ -116,7 +123,7 @@ func runBench(cmd *cobra.Command, o *options, b *benchOptions) error {
 	}
 	stderr := cmd.ErrOrStderr()
 	cfg := loadgen.Config{BaseURL: b.url, Token: token, Duration: b.duration, Rate: b.rate, Concurrency: b.concurrency,
-		Tenants: b.tenants, Mix: mix, NATSURL: natsURL}
+		Tenants: b.tenants, Mix: mix, NATSURL: natsURL, ReadYourWritesEvery: ryw}
 	var progress func(loadgen.Snapshot)
 	if !b.quiet {
 		progress = func(s loadgen.Snapshot) { fmt.Fprintln(stderr, progressLine(s, b.duration)) }

@@ -122,6 +122,7 @@ func TestBenchRefusesBadFlagsWithExit2(t *testing.T) {
 		{[]string{"--mix", "get=1,upsert=2", "--token", "x"}, `unknown operation "upsert"`},
 		{[]string{"--mix", "get=0", "--token", "x"}, "at least one operation"},
 		{[]string{"--duration", "0s", "--token", "x"}, "--duration"},
+		{[]string{"--ryw-every", "-1", "--token", "x"}, "--ryw-every"},
 		{[]string{"--data-dir", dir}, "no token"},
 		{[]string{"--url", "localhost:8000", "--token", "x"}, "want http(s)://host[:port]"},
 	} {
