@@ -131,7 +131,7 @@ func TestRunDrivesEveryOperationAndReportsWhatItSaw(t *testing.T) {
 // TestCommandsSurviveTheServerGoingAway cuts the connection to the service
 // for a while mid-run: the load counts the failures, retries the commands
 // with their keys and goes on; every command it reports acknowledged is
-// in the tenant's history exactly once.
+// in the tenant's history exactly once, and its event reached NATS.
 func TestCommandsSurviveTheServerGoingAway(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, true)
@@ -147,7 +147,7 @@ func TestCommandsSurviveTheServerGoingAway(t *testing.T) {
 	running := make(chan struct{})
 	go func() {
 		rep, err := loadgen.Run(ctx, loadgen.Config{BaseURL: "http://" + p.addr(), Token: s.token, Concurrency: 4, Tenants: 2,
-			Mix: loadgen.Mix{Command: 1}, RequestTimeout: 2 * time.Second, Ceiling: -1}, func(sn loadgen.Snapshot) {
+			Mix: loadgen.Mix{Command: 1}, RequestTimeout: 2 * time.Second, Ceiling: -1, NATSURL: s.nats}, func(sn loadgen.Snapshot) {
 			if !sn.Setup && sn.OK > 0 {
 				first.Do(func() { close(running) })
 			}
@@ -176,6 +176,10 @@ func TestCommandsSurviveTheServerGoingAway(t *testing.T) {
 	st := r.rep.Op(loadgen.OpCommand)
 	if st.OK == 0 || st.Errors["connection"]+st.Errors["timeout"] == 0 || st.Retries == 0 || r.rep.InDoubt != 0 {
 		t.Fatalf("commands %+v, in doubt %d: want answers, connection failures, retries and none in doubt", st, r.rep.InDoubt)
+	}
+	// Ended by its context, the run still waited for the last events.
+	if n := r.rep.NATS; n == nil || n.Missing != 0 || n.Delivered != len(r.rep.Acknowledged) {
+		t.Errorf("NATS %+v for %d acknowledged commands: want every one delivered", n, len(r.rep.Acknowledged))
 	}
 	// Each acknowledged key made exactly one event, at the version its
 	// answer gave.

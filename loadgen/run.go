@@ -123,7 +123,9 @@ func Run(ctx context.Context, cfg Config, progress func(Snapshot)) (Report, erro
 		rep.CeilingRatio = rep.Total.PerSecond / rep.Ceiling.PerSecond
 	}
 	if g.nats != nil {
-		st := g.nats.wait(ctx, cfg.NATSWait)
+		// Also when ctx ended the run (Duration 0): the events of the last
+		// commands are still owed, and NATSWait bounds the wait.
+		st := g.nats.wait(context.WithoutCancel(ctx), cfg.NATSWait)
 		rep.NATS = &st
 	}
 	return rep, nil
