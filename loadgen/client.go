@@ -83,15 +83,52 @@ func isTimeout(err error) bool {
 
 func ok(a answer, err error) bool { return err == nil && a.status >= 200 && a.status <= 299 }
 
-// read makes one attempt of a read and records it under op.
+// readAttempts bounds the attempts of a read answered 503 or 429.
+const readAttempts = 3
+
+// read sends a read and records it under op. A 503 or 429 (the read model
+// behind, the database away) is sent again after its Retry-After, as a
+// client following the API's advice would, up to readAttempts; a read
+// without an answer is not: it is counted and the load goes on.
 func (g *gen) read(ctx context.Context, op Op, method, path string, body []byte) {
 	start := time.Now()
-	a, err := g.send(ctx, method, path, body, nil)
-	if ok(a, err) {
-		g.rec.done(op, time.Since(start), nil, 0, true)
-		return
+	var failures []string
+	for attempt := 1; ; attempt++ {
+		a, err := g.send(ctx, method, path, body, nil)
+		if ok(a, err) {
+			g.rec.done(op, time.Since(start), failures, len(failures), true)
+			return
+		}
+		failures = append(failures, failure(a, err))
+		if err != nil || (a.status != http.StatusServiceUnavailable && a.status != http.StatusTooManyRequests) || attempt == readAttempts {
+			g.rec.done(op, 0, failures, len(failures)-1, false)
+			return
+		}
+		if !sleep(ctx, retryAfter(a, 100*time.Millisecond)) {
+			g.rec.done(op, 0, failures, len(failures)-1, false)
+			return
+		}
 	}
-	g.rec.done(op, 0, []string{failure(a, err)}, 0, false)
+}
+
+// retryAfter is the answer's Retry-After, at most 2 s, or def without one.
+func retryAfter(a answer, def time.Duration) time.Duration {
+	if ra, err := strconv.Atoi(a.header.Get("Retry-After")); err == nil && ra > 0 {
+		return min(time.Duration(ra)*time.Second, 2*time.Second)
+	}
+	return def
+}
+
+// sleep waits d, false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // commandResult is an acknowledged command's answer.
@@ -125,15 +162,10 @@ func (g *gen) command(ctx context.Context, method, path, key string, body []byte
 		if err == nil && a.status < 500 && a.status != http.StatusTooManyRequests && !raced(a) {
 			return res, failures, false, false // refused: sending it again changes nothing
 		}
-		wait := backoff + rand.N(backoff)
-		if ra, perr := strconv.Atoi(a.header.Get("Retry-After")); perr == nil && ra > 0 {
-			wait = min(time.Duration(ra)*time.Second, 2*time.Second)
-		}
+		wait := retryAfter(a, backoff+rand.N(backoff))
 		backoff = min(2*backoff, time.Second)
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, wait) {
 			return res, failures, false, true
-		case <-time.After(wait):
 		}
 	}
 }

@@ -66,7 +66,8 @@ type OpStats struct {
 	// Errors counts failed attempts by their HTTP status, or "connection"
 	// and "timeout" when no answer came; retried attempts included.
 	Errors map[string]int `json:"errors,omitempty"`
-	// Retries counts attempts sent again (commands only).
+	// Retries counts attempts sent again: commands until answered, reads
+	// answered 503 or 429 up to three attempts.
 	Retries int `json:"retries,omitempty"`
 	// PerSecond is OK answers per second of the timed run.
 	PerSecond float64 `json:"per_second"`

@@ -365,10 +365,8 @@ func (g *gen) settle(ctx context.Context, id string) error {
 			}
 			completed = true
 		}
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, 50*time.Millisecond) {
 			return fmt.Errorf("loadgen setup: tenant %s is still PROVISIONING: %w", id, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
@@ -425,12 +423,5 @@ func (p *pacer) wait(ctx context.Context) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return sleep(ctx, d)
 }

@@ -61,9 +61,11 @@ second, and latency percentiles p50/p99/p99.9/max in milliseconds; then:
                     DATA_DIR/nats.url serve writes; skipped without one)
 
 Commands carry an Idempotency-Key and are sent again with the same key after
-a 5xx or a lost connection, so a brief outage is counted and waited out,
-and nothing is applied twice. Progress goes to stderr once a second; the
-report to stdout (--json for CI).
+a 5xx, a 409 concurrent-modification or a lost connection, so a brief
+outage is counted and waited out, and nothing is applied twice; a read
+answered 503 or 429 is sent again after its Retry-After (three attempts at
+most). Failed attempts are counted by status either way. Progress goes to
+stderr once a second; the report to stdout (--json for CI).
 
 Exit status: 0; 1 when a request failed (unless --allow-errors), a read
 was stale, an acknowledged command's event never reached NATS or a

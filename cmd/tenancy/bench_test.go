@@ -4,55 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/tenancyhq/tenancy/internal/auth"
-	"github.com/tenancyhq/tenancy/internal/natsserver"
-	"github.com/tenancyhq/tenancy/internal/pgtest"
 	"github.com/tenancyhq/tenancy/loadgen"
-	"github.com/tenancyhq/tenancy/service"
 )
-
-// benchTarget runs a real service (Postgres, embedded NATS, tokens) with a
-// data folder holding its admin token, as serve leaves it, and returns the
-// API's URL, the data folder and the NATS URL.
-func benchTarget(t *testing.T) (base, dataDir, natsURL string) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	dataDir = t.TempDir()
-	secret := []byte(strings.Repeat("b", 40))
-	v, err := auth.NewVerifier(ctx, auth.Config{Secret: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := auth.Mint(secret, "admin", []string{auth.ScopeAdmin}, nil, time.Hour, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dataDir, "admin.token"), []byte(tok+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	natsURL = natsserver.StartTest(t)
-	a, err := service.Open(ctx, service.Config{DatabaseURL: pgtest.NewDatabase(t), HTTPAddr: "127.0.0.1:0", Migrate: true,
-		Projections: true, DataDir: t.TempDir(), Auth: v, NATSURL: natsURL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-		a.Close()
-	})
-	return "http://" + a.Addr(), dataDir, natsURL
-}
 
 // bench runs tenancy bench and returns its stdout, stderr and error.
 func bench(t *testing.T, args ...string) (string, string, error) {
@@ -68,7 +25,8 @@ func bench(t *testing.T, args ...string) (string, string, error) {
 
 func TestBenchReportsEveryOperationOfARealRun(t *testing.T) {
 	t.Parallel()
-	base, data, natsURL := benchTarget(t)
+	srv := serve(t, t.TempDir())
+	base, data, natsURL := "http://"+srv.addr, srv.data, srv.natsURL
 
 	// --json, with the token from the data folder and NATS by flag.
 	stdout, stderr, err := bench(t, "--url", base, "--data-dir", data, "--duration", "2s", "--concurrency", "4",
