@@ -37,6 +37,7 @@ var mayImport = map[string][]string{
 	"queries":              {"aggregate", "eventstore", "tenantlog"},
 	"httpapi":              {"aggregate", "eventstore", "commands", "queries", "internal/auth", "internal/pgerr", "internal/tracing"},
 	"sdk":                  {"aggregate", "sdk"},
+	"loadgen":              {"aggregate"},
 	"sdk/internal/sdktest": {"*"}, // the SDK tests' harness: a whole service
 	"service":              {"*"},
 	"cmd":                  {"*"},

@@ -34,11 +34,31 @@ type ProjectionHealth struct {
 	LastError string `json:"last_error,omitempty"`
 }
 
+// ReplicaHealth is the read replica's state (DATABASE_READ_URL), in every
+// health report: how far it lags the primary. A replica that is down or
+// paused makes the service degraded, not down: commands still succeed on
+// the primary, and reads the replica cannot answer in time answer 503.
+type ReplicaHealth struct {
+	// Status is ok, paused (replay paused) or down (unreachable).
+	Status string `json:"status"`
+	// Standby is false when the read URL names a server not in recovery
+	// (a promoted standby, or the primary itself): then it lags nothing.
+	Standby      bool `json:"standby"`
+	ReplayPaused bool `json:"replay_paused"`
+	// LagBytes is the primary's WAL the replica has not replayed yet.
+	LagBytes int64 `json:"lag_bytes"`
+	// LagSeconds is, while LagBytes > 0, how long ago the replica replayed
+	// its last transaction (0 when caught up).
+	LagSeconds float64 `json:"lag_seconds"`
+	Error      string  `json:"error,omitempty"`
+}
+
 // Health gathers the service's checks. The zero value is not usable; call NewHealth.
 type Health struct {
 	mu          sync.Mutex
 	checks      []Check
 	projections func(ctx context.Context) ([]ProjectionHealth, error)
+	replica     func(ctx context.Context) (ReplicaHealth, error)
 	started     atomic.Bool
 }
 
@@ -59,6 +79,14 @@ func (h *Health) SetProjections(fn func(ctx context.Context) ([]ProjectionHealth
 	h.projections = fn
 }
 
+// SetReplica sets where the read replica's state comes from (none: the
+// reports have no replica).
+func (h *Health) SetReplica(fn func(ctx context.Context) (ReplicaHealth, error)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.replica = fn
+}
+
 // MarkStarted says start-up (migrations, connections) is done.
 func (h *Health) MarkStarted() { h.started.Store(true) }
 
@@ -74,16 +102,39 @@ type healthReport struct {
 	Version     string                 `json:"version,omitempty"`
 	Checks      map[string]checkResult `json:"checks,omitempty"`
 	Projections []ProjectionHealth     `json:"projections,omitempty"`
+	Replica     *ReplicaHealth         `json:"replica,omitempty"`
 }
 
 // run probes every check at once, each bounded by a timeout.
 func (h *Health) run(ctx context.Context) healthReport {
 	h.mu.Lock()
 	checks := append([]Check(nil), h.checks...)
+	replica := h.replica
 	h.mu.Unlock()
 	rep := healthReport{Status: "ok", Checks: map[string]checkResult{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	if replica != nil {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			r, err := replica(cctx)
+			switch {
+			case err != nil:
+				r.Status, r.Error = "down", err.Error()
+			case r.ReplayPaused:
+				r.Status = "paused"
+			default:
+				r.Status = "ok"
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			rep.Replica = &r
+			if r.Status != "ok" && rep.Status == "ok" {
+				rep.Status = "degraded"
+			}
+		})
+	}
 	for _, c := range checks {
 		wg.Add(1)
 		go func() {

@@ -263,7 +263,12 @@ func components(cat *aggregate.Catalog) schema {
 			"state": enumOf("", []string{"running", "succeeded", "failed"}), "phase": schema{"type": "string"}, "processed": schema{"type": "integer"},
 			"total": schema{"type": "integer"}, "percent": schema{"type": "number"}, "events_per_second": schema{"type": "number"},
 			"eta_seconds": schema{"type": "number"}, "error": schema{"type": "string"}, "started_at": dateTime(""), "finished_at": dateTime("")}),
-		"Health": open(props{"status": enumOf("", []string{"ok", "degraded", "down"}), "checks": schema{"type": "object"}}),
+		"Health": open(props{"status": enumOf("", []string{"ok", "degraded", "down"}), "checks": schema{"type": "object"},
+			"replica": open(props{"status": enumOf("", []string{"ok", "paused", "down"}), "standby": schema{"type": "boolean"},
+				"replay_paused": schema{"type": "boolean"},
+				"lag_bytes":     schema{"type": "integer", "description": "The primary's WAL the read replica (DATABASE_READ_URL) has not replayed yet."},
+				"lag_seconds":   schema{"type": "number", "description": "While behind, how long ago the replica replayed its last transaction."},
+				"error":         schema{"type": "string"}})}),
 		"ServiceInfo": open(props{"service": schema{"type": "string"}, "version": schema{"type": "string"},
 			"links": schema{"type": "object", "additionalProperties": schema{"type": "string"}}}),
 		"Problem": open(props{

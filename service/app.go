@@ -57,6 +57,13 @@ type Config struct {
 	// DatabaseURL is the Postgres database for the read model, checkpoints
 	// and, unless EventStoreURL is set, the events. Created if missing.
 	DatabaseURL string
+	// DatabaseReadURL (optional) is a read replica of DatabaseURL (a
+	// Postgres streaming standby): the queries (tenant reads, lists, events,
+	// entitlements, policy evaluation) read the read model there, and a
+	// consistency token, or a tenant read's own writes, wait until the
+	// replica has the change. Commands, projections, idempotency and the
+	// admin jobs stay on DatabaseURL. Empty: everything on DatabaseURL.
+	DatabaseReadURL string
 	// EventStoreURL selects another event store (esdb://…); empty: Postgres.
 	EventStoreURL string
 	// EventStoreMaxAppendSize is EventStoreDB's MaxAppendSize setting, in
@@ -138,6 +145,9 @@ type App struct {
 	cfg  Config
 	log  *slog.Logger
 	pool *pgxpool.Pool
+	// readPool is the read replica the queries use (DatabaseReadURL); nil
+	// without one.
+	readPool *pgxpool.Pool
 	// raw is the event store as it is: personal fields sealed.
 	raw eventstore.Store
 	// store and feed open personal fields (or show them redacted once shredded).
@@ -266,9 +276,8 @@ func Open(ctx context.Context, cfg Config) (_ *App, err error) {
 	}
 	a.Commands = commands.NewHandler(a.store, commands.Options{Catalog: a.catalog, Logger: a.log, Now: cfg.Now,
 		Tracer: cfg.TracerProvider.Tracer("github.com/tenancyhq/tenancy/commands")})
-	a.Reader = queries.NewReader(pool)
-	if a.esdb == nil {
-		a.Reader.WithEventsInDatabase()
+	if err := a.openReader(ctx); err != nil {
+		return nil, err
 	}
 	a.metrics.Registry.MustRegister(
 		metrics.NewProjectionsCollector(a.projectionStats),
@@ -280,6 +289,9 @@ func Open(ctx context.Context, cfg Config) (_ *App, err error) {
 		httpapi.Check{Name: "migrations", Critical: true, Probe: a.migrationsAtHead},
 	)
 	a.health.SetProjections(a.projectionHealth)
+	if a.readPool != nil {
+		a.health.SetReplica(a.replicaHealth)
+	}
 	if err := a.openNATS(ctx); err != nil {
 		return nil, err
 	}
@@ -339,7 +351,11 @@ func (a *App) logStartup() {
 	if err != nil {
 		dir = a.cfg.DataDir
 	}
-	attrs := []any{"database", redactURL(a.cfg.DatabaseURL), "event_store", store, "nats", nats, "data_dir", dir, "master_key", a.masterKeySource}
+	attrs := []any{"database", redactURL(a.cfg.DatabaseURL)}
+	if a.cfg.DatabaseReadURL != "" {
+		attrs = append(attrs, "database_read", redactURL(a.cfg.DatabaseReadURL))
+	}
+	attrs = append(attrs, "event_store", store, "nats", nats, "data_dir", dir, "master_key", a.masterKeySource)
 	if a.listener != nil {
 		attrs = append(attrs, "http", a.listener.Addr().String())
 	}
@@ -687,6 +703,9 @@ func (a *App) Close() {
 	}
 	if a.esdb != nil {
 		_ = a.esdb.Close()
+	}
+	if a.readPool != nil {
+		a.readPool.Close()
 	}
 	if a.pool != nil {
 		a.pool.Close()

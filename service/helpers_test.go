@@ -48,6 +48,10 @@ type serviceOptions struct {
 	// test server), so that two instances can share one; holder names the
 	// instance.
 	databaseURL, holder string
+	// readDatabaseURL is a read replica for the queries (DatabaseReadURL).
+	readDatabaseURL string
+	// consistencyWait bounds a read's wait for its writes (default 2 s).
+	consistencyWait time.Duration
 	// logLevel is the lowest level logged (default debug); benchmarks log
 	// as production does, at info.
 	logLevel slog.Level
@@ -84,6 +88,8 @@ func startService(t testing.TB, o serviceOptions) *testService {
 	}
 	cfg := service.Config{
 		DatabaseURL:          o.databaseURL,
+		DatabaseReadURL:      o.readDatabaseURL,
+		ConsistencyWait:      o.consistencyWait,
 		Holder:               o.holder,
 		HTTPAddr:             "127.0.0.1:0",
 		Migrate:              true,

@@ -10,6 +10,7 @@
 //	tenancy token     mint a bearer token
 //	tenancy events    follow the events published on NATS
 //	tenancy healthcheck  exit 0 when the service is ready (container health checks)
+//	tenancy bench     drive a deployment over its API and report throughput and latencies
 //
 // Configuration comes from flags, each with an environment variable as its
 // default (DATABASE_URL, EVENTSTORE_URL, NATS_URL, HTTP_ADDR, …).
@@ -62,6 +63,7 @@ func main() {
 // options are the flags shared by the commands.
 type options struct {
 	databaseURL   string
+	readURL       string
 	eventStoreURL string
 	httpAddr      string
 	logFormat     string
@@ -76,6 +78,7 @@ type options struct {
 	natsListen    string
 	natsStoreDir  string
 	natsWindow    time.Duration
+	natsReplicas  int
 	bodyTimeout   time.Duration
 	reqTimeout    time.Duration
 	defaultRegion string
@@ -93,19 +96,19 @@ func env(name, def string) string {
 	return def
 }
 
-// envInt is the integer in the environment variable name, or def when it
-// is unset or not an integer.
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(env(name, "")); err == nil {
+// envDuration is the duration in the environment variable name, or def when
+// it is unset or not a duration.
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(env(name, "")); err == nil {
 		return v
 	}
 	return def
 }
 
-// envDuration is the duration in the environment variable name, or def when
-// it is unset or not a duration.
-func envDuration(name string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(env(name, "")); err == nil {
+// envInt is the whole number in the environment variable name, or def
+// when it is unset or not a number.
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(env(name, "")); err == nil {
 		return v
 	}
 	return def
@@ -148,6 +151,8 @@ those in flight, lets projections commit their batch, and exits 0.`,
 			return run(cmd.Context(), o, stderr, o.httpAddr, !o.noProjections)
 		},
 	}
+	serve.Flags().StringVar(&o.readURL, "database-read-url", env("DATABASE_READ_URL", ""),
+		"a streaming replica of the database for the queries (reads wait there for the caller's writes); empty: the database [$DATABASE_READ_URL]")
 	serve.Flags().StringVar(&o.httpAddr, "http-addr", env("HTTP_ADDR", ":8000"), "address the API listens on [$HTTP_ADDR]")
 	serve.Flags().DurationVar(&o.bodyTimeout, "http-body-timeout", envDuration("HTTP_BODY_TIMEOUT", 30*time.Second),
 		"how long a client may take to send a request body once its headers are in; a slower body is cut with 408 [$HTTP_BODY_TIMEOUT]")
@@ -206,7 +211,7 @@ projection runs on one replica at a time; others take over when it stops.`,
 		Args:  cobra.NoArgs,
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "tenancy", version) },
 	}
-	root.AddCommand(serve, project, migrate, versionCmd, newProjectionsCmd(o), newVerifyCmd(o), newReplayCmd(o), newTokenCmd(o), newEventsCmd(o), newHealthcheckCmd())
+	root.AddCommand(serve, project, migrate, versionCmd, newProjectionsCmd(o), newVerifyCmd(o), newReplayCmd(o), newTokenCmd(o), newEventsCmd(o), newHealthcheckCmd(), newBenchCmd(o))
 	return root
 }
 
@@ -222,6 +227,8 @@ func addRunFlags(cmd *cobra.Command, o *options) {
 	cmd.Flags().StringVar(&o.natsListen, "nats-listen", env("NATS_LISTEN", "127.0.0.1:4222"), "where the embedded NATS server listens when NATS_URL is empty [$NATS_LISTEN]")
 	cmd.Flags().StringVar(&o.natsStoreDir, "nats-store-dir", env("NATS_STORE_DIR", ""), "the embedded NATS server's JetStream store (default DATA_DIR/nats) [$NATS_STORE_DIR]")
 	cmd.Flags().DurationVar(&o.natsWindow, "nats-duplicate-window", envDuration("NATS_DUPLICATE_WINDOW", time.Hour), "how long JetStream remembers event ids to drop re-published copies [$NATS_DUPLICATE_WINDOW]")
+	cmd.Flags().IntVar(&o.natsReplicas, "nats-stream-replicas", envInt("NATS_STREAM_REPLICAS", 1),
+		"copies of the TENANCY_EVENTS stream in a NATS JetStream cluster (1, 3 or 5; an existing stream is brought to it) [$NATS_STREAM_REPLICAS]")
 	cmd.Flags().BoolVar(&o.noMigrate, "no-migrate", false, "do not apply migrations at start")
 	cmd.Flags().StringVar(&o.provisioning, "provisioning-mode", env("PROVISIONING_MODE", "auto"),
 		"auto: the service provisions new tenants itself; external: an outside provisioner calls complete-provisioning [$PROVISIONING_MODE]")
@@ -287,9 +294,9 @@ func run(ctx context.Context, o *options, stderr io.Writer, httpAddr string, wit
 		ExternalProvisioning: o.provisioning == "external",
 		DataDir:              o.dataDir, MasterKey: o.masterKey, TracerProvider: tp,
 		NATSURL: o.natsURL, NATSListen: o.natsListen, NATSStoreDir: o.natsStoreDir,
-		NATSStream:  natspub.StreamOptions{DuplicateWindow: o.natsWindow},
-		DatabaseURL: o.databaseURL, EventStoreURL: o.eventStoreURL, EventStoreMaxAppendSize: o.maxAppendSize, ForceStore: o.force,
-		HTTPAddr: httpAddr, Listener: listener,
+		NATSStream:  natspub.StreamOptions{DuplicateWindow: o.natsWindow, Replicas: o.natsReplicas},
+		DatabaseURL: o.databaseURL, DatabaseReadURL: o.readURL, EventStoreURL: o.eventStoreURL,
+		EventStoreMaxAppendSize: o.maxAppendSize, ForceStore: o.force, HTTPAddr: httpAddr, Listener: listener,
 		HTTPBodyTimeout: o.bodyTimeout, HTTPRequestTimeout: o.reqTimeout, DefaultRegion: aggregate.Region(o.defaultRegion),
 		Migrate: !o.noMigrate, Projections: withProjections, ProjectionFailure: policy,
 		Holder: service.DefaultHolder(), Version: version, Logger: log,

@@ -63,7 +63,7 @@ func environ(vars ...string) []string {
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
 		switch name {
-		case "DATABASE_URL", "EVENTSTORE_URL", "NATS_URL", "NATS_LISTEN", "HTTP_ADDR", "DATA_DIR", "TENANCY_MASTER_KEY",
+		case "DATABASE_URL", "DATABASE_READ_URL", "EVENTSTORE_URL", "NATS_URL", "NATS_LISTEN", "NATS_STREAM_REPLICAS", "HTTP_ADDR", "DATA_DIR", "TENANCY_MASTER_KEY",
 			"JWT_SECRET", "JWT_JWKS_URL", "JWT_ISSUER", "JWT_AUDIENCE", "LOG_FORMAT", "OTEL_EXPORTER_OTLP_ENDPOINT":
 			continue
 		}

@@ -16,11 +16,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/tenancyhq/tenancy/internal/auth"
-	"github.com/tenancyhq/tenancy/internal/natsserver"
-	"github.com/tenancyhq/tenancy/internal/pgtest"
-	"github.com/tenancyhq/tenancy/service"
 )
 
 func readme(t *testing.T) string {
@@ -178,40 +173,9 @@ func TestReadmeCommandsWork(t *testing.T) {
 	// The folder serve leaves: data/ with the development secret and the
 	// admin token (the service uses the same master key there).
 	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	secret := []byte(strings.Repeat("k", 40))
-	v, err := auth.NewVerifier(ctx, auth.Config{Secret: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := auth.Mint(secret, "admin", []string{auth.ScopeAdmin}, nil, time.Hour, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(data, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for name, content := range map[string]string{"admin.token": tok, "jwt.secret": string(secret)} {
-		if err := os.WriteFile(filepath.Join(data, name), []byte(content+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	db, natsURL := pgtest.NewDatabase(t), natsserver.StartTest(t)
-	a, err := service.Open(ctx, service.Config{DatabaseURL: db, HTTPAddr: "127.0.0.1:0", Migrate: true, Projections: true,
-		DataDir: data, Auth: v, NATSURL: natsURL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-		a.Close()
-	}()
-	e := &readmeEnv{t: t, dir: dir, base: a.Addr(), env: environ("PATH="+tenancyBinary(t)+":"+os.Getenv("PATH"),
+	srv := serve(t, filepath.Join(dir, "data"))
+	data, db, natsURL, tok := srv.data, srv.db, srv.natsURL, srv.token
+	e := &readmeEnv{t: t, dir: dir, base: srv.addr, env: environ("PATH="+tenancyBinary(t)+":"+os.Getenv("PATH"),
 		"DATABASE_URL="+db, "NATS_URL="+natsURL, "DATA_DIR="+data, "LOG_FORMAT=text")}
 	cctx, ccancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer ccancel()
@@ -494,7 +458,7 @@ func TestHelpNamesEveryCommand(t *testing.T) {
 	if err := root.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []string{"serve", "project", "migrate", "version", "replay", "verify", "projections", "token", "events", "healthcheck"} {
+	for _, c := range []string{"serve", "project", "migrate", "version", "replay", "verify", "projections", "token", "events", "healthcheck", "bench"} {
 		if !strings.Contains(out.String(), c) {
 			t.Errorf("--help does not mention %s", c)
 		}

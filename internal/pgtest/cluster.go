@@ -23,6 +23,9 @@ type Cluster struct {
 	runAs []string
 }
 
+// Port is the port the cluster listens on (127.0.0.1).
+func (c *Cluster) Port() int { return c.port }
+
 // StartCluster initialises and starts a private cluster. It fails the test
 // (it never skips) when PostgreSQL's server binaries cannot be found.
 func StartCluster(t testing.TB) *Cluster {
@@ -67,8 +70,43 @@ func (c *Cluster) DatabaseURL(name string) string {
 // Start starts the server and waits until it accepts connections.
 func (c *Cluster) Start() {
 	c.t.Helper()
+	// wal_level and the WAL senders let StartStandby stream from it (the
+	// defaults, said here so a changed default does not break the tests).
 	c.run("pg_ctl", "-D", c.dir, "-l", filepath.Join(c.dir, "server.log"), "-w", "-o",
-		fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", c.port, c.dir), "start")
+		fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c wal_level=replica -c max_wal_senders=10 -c hot_standby=on", c.port, c.dir), "start")
+}
+
+// StartStandby starts a streaming replica of c: a base backup of c
+// (pg_basebackup -R, which writes the standby's primary_conninfo) started
+// on another free port as a hot standby, read-only, replaying c's WAL as it
+// streams in. It is stopped and removed when the test ends. Pause its
+// replay with SELECT pg_wal_replay_pause() on it (pg_wal_replay_resume()
+// resumes), to make it lag at will.
+func (c *Cluster) StartStandby() *Cluster {
+	c.t.Helper()
+	base, err := os.MkdirTemp("", "tenancy-pgtest-standby-")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if len(c.runAs) > 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chown(base, uid, gid); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	s := &Cluster{t: c.t, bin: c.bin, dir: filepath.Join(base, "data"), port: freePort(c.t), runAs: c.runAs}
+	s.run("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(c.port), "-U", "postgres", "-D", s.dir, "-R", "-X", "stream", "--no-sync")
+	s.Start()
+	c.t.Cleanup(func() {
+		s.Stop()
+		_ = os.RemoveAll(base)
+	})
+	return s
 }
 
 // Stop stops the server at once (immediate shutdown: connections drop as
@@ -92,11 +130,16 @@ func (c *Cluster) run(name string, args ...string) {
 	}
 }
 
-// serverBinaries finds initdb and pg_ctl: on PATH, or in Debian's
+// serverBinaries finds initdb, pg_ctl and pg_basebackup: on PATH, or in Debian's
 // /usr/lib/postgresql/<version>/bin.
 func serverBinaries(t testing.TB) string {
 	t.Helper()
 	if p, err := exec.LookPath("initdb"); err == nil {
+		// A link on PATH (/usr/local/bin/initdb): the folder it points
+		// into holds the other programs too (pg_basebackup).
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real
+		}
 		return filepath.Dir(p)
 	}
 	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
