@@ -295,7 +295,7 @@ func TestComposePublishesNoPortADeveloperUses(t *testing.T) {
 }
 
 // envRead finds the environment variables the service's code reads.
-var envRead = regexp.MustCompile(`(?:\benv|envDuration|os\.Getenv|os\.LookupEnv)\("([A-Z][A-Z0-9_]*)"`)
+var envRead = regexp.MustCompile(`(?:\benv|envDuration|envInt|os\.Getenv|os\.LookupEnv)\("([A-Z][A-Z0-9_]*)"`)
 
 // serviceEnv is every variable the non-test code of the module reads.
 func serviceEnv(t *testing.T) map[string]string {
