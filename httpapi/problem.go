@@ -121,6 +121,11 @@ func problemFor(err error) *Problem {
 			"The service's database cannot be reached right now. Retry shortly; a change sent again with the same Idempotency-Key is applied at most once.")
 		p.retryAfter = 2
 		return p
+	case pgerr.IsRecoveryConflict(err):
+		p := newProblem(http.StatusServiceUnavailable, typeUnavailable, "Service unavailable",
+			"The read replica cancelled the query to replay the primary's changes. Retry shortly.")
+		p.retryAfter = 1
+		return p
 	case errors.Is(err, commands.ErrTooManyConflicts):
 		p := newProblem(http.StatusConflict, typeConcurrency, "Concurrent modification", "Other changes to this tenant kept winning the race; nothing was written. Retry the request.")
 		p.retryAfter = 1
