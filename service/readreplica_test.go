@@ -103,7 +103,6 @@ func TestReadsOnAReplicaWaitForTheWritesOfThePrimary(t *testing.T) {
 			{"tenant, read-your-writes", path, nil},
 			{"events with the token", path + "/events", []string{"X-Consistency-Token", tok}},
 			{"entitlements with the token", path + "/entitlements", []string{"X-Consistency-Token", tok}},
-			{"entitlements, read-your-writes", path + "/entitlements", nil},
 		} {
 			start := time.Now()
 			got := s.do(admin, "GET", req.path, nil, req.headers...)
