@@ -5,7 +5,7 @@ PKGS     ?= ./...
 # Go's race detector needs cgo.
 export CGO_ENABLED ?= 1
 
-.PHONY: run test build vet fmt bench docker
+.PHONY: run test build vet fmt bench docker chaos
 
 ## run: build and start the service (API on :8000, docs at /docs); uses the
 ## local PostgreSQL, or starts a private one under ./data when none runs.
@@ -16,6 +16,14 @@ run:
 ## PostgreSQL (TENANCY_TEST_DATABASE_URL overrides the server).
 test: vet
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+
+## chaos: the fault harness's full run (chaos/): 3 replicas on a Postgres
+## primary with a streaming standby, a 3-node NATS cluster, faults under a
+## steady load, then the checks; under 15 minutes, exits non-zero on any
+## broken promise. A short smoke run of it is part of make test.
+## CHAOS_DIR=dir keeps the processes' data and logs.
+chaos:
+	CHAOS=full $(GO) test -count=1 -v -timeout 16m -run '^TestChaos$$' ./chaos/
 
 ## build: the tenancy binary into bin/.
 build:

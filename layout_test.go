@@ -39,6 +39,7 @@ var mayImport = map[string][]string{
 	"sdk":                  {"aggregate", "sdk"},
 	"loadgen":              {"aggregate"},
 	"sdk/internal/sdktest": {"*"}, // the SDK tests' harness: a whole service
+	"chaos":                {"*"}, // the fault harness: whole processes
 	"service":              {"*"},
 	"cmd":                  {"*"},
 }

@@ -133,6 +133,11 @@ func problemFor(err error) *Problem {
 		p.Field, p.Rule = field, "max_append_size"
 		p.Errors = []FieldError{{Field: p.Field, Rule: p.Rule, Message: p.Detail}}
 		return p
+	case pgerr.IsRecoveryConflict(err):
+		p := newProblem(http.StatusServiceUnavailable, typeUnavailable, "Service unavailable",
+			"The read replica cancelled the query to replay the primary's changes. Retry shortly.")
+		p.retryAfter = 1
+		return p
 	case errors.Is(err, commands.ErrTooManyConflicts):
 		p := newProblem(http.StatusConflict, typeConcurrency, "Concurrent modification", "Other changes to this tenant kept winning the race; nothing was written. Retry the request.")
 		p.retryAfter = 1

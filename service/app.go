@@ -291,6 +291,7 @@ func Open(ctx context.Context, cfg Config) (_ *App, err error) {
 	a.health.SetProjections(a.projectionHealth)
 	if a.readPool != nil {
 		a.health.SetReplica(a.replicaHealth)
+		a.metrics.Registry.MustRegister(a.replicaLagMetric())
 	}
 	if err := a.openNATS(ctx); err != nil {
 		return nil, err

@@ -3,6 +3,8 @@ package service_test
 import (
 	"context"
 	"net/http"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,6 +125,11 @@ func TestReadsOnAReplicaWaitForTheWritesOfThePrimary(t *testing.T) {
 			t.Fatalf("readiness with the standby paused: %v, want degraded with the replica paused and lagging", ready)
 		}
 
+		metrics := string(s.must(http.StatusOK, "", "GET", "/metrics", nil).body)
+		if !regexp.MustCompile(`(?m)^tenancy_read_replica_lag_bytes [1-9]`).MatchString(metrics) {
+			t.Fatalf("/metrics with the standby paused has no positive tenancy_read_replica_lag_bytes:\n%s", grepLines(metrics, "replica"))
+		}
+
 		pause(false)
 		resumed = true
 		deadline := time.Now().Add(30 * time.Second)
@@ -172,4 +179,15 @@ func connect(t *testing.T, url string) *pgx.Conn {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// grepLines are the lines of s that contain substr.
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

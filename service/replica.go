@@ -3,10 +3,13 @@ package service
 import (
 	"context"
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenancyhq/tenancy/httpapi"
 	"github.com/tenancyhq/tenancy/queries"
@@ -84,4 +87,19 @@ func (a *App) replicaHealth(ctx context.Context) (httpapi.ReplicaHealth, error) 
 		h.LagSeconds = sinceReplay
 	}
 	return h, nil
+}
+
+// replicaLagMetric is tenancy_read_replica_lag_bytes, measured at scrape
+// time like the projections' lag (NaN while the replica cannot be asked).
+func (a *App) replicaLagMetric() prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tenancy_read_replica_lag_bytes",
+		Help: "WAL of the primary the read replica (DATABASE_READ_URL) has not replayed yet."}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		h, err := a.replicaHealth(ctx)
+		if err != nil {
+			return math.NaN()
+		}
+		return float64(h.LagBytes)
+	})
 }

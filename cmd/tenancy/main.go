@@ -223,7 +223,7 @@ func addForceFlag(f *pflag.FlagSet, o *options) {
 
 func addRunFlags(cmd *cobra.Command, o *options) {
 	addForceFlag(cmd.Flags(), o)
-	cmd.Flags().StringVar(&o.natsURL, "nats-url", env("NATS_URL", ""), "NATS server to publish events to; empty: start an embedded one on --nats-listen [$NATS_URL]")
+	cmd.Flags().StringVar(&o.natsURL, "nats-url", env("NATS_URL", ""), "NATS server to publish events to, or a cluster's servers separated by commas; empty: start an embedded one on --nats-listen [$NATS_URL]")
 	cmd.Flags().StringVar(&o.natsListen, "nats-listen", env("NATS_LISTEN", "127.0.0.1:4222"), "where the embedded NATS server listens when NATS_URL is empty [$NATS_LISTEN]")
 	cmd.Flags().StringVar(&o.natsStoreDir, "nats-store-dir", env("NATS_STORE_DIR", ""), "the embedded NATS server's JetStream store (default DATA_DIR/nats) [$NATS_STORE_DIR]")
 	cmd.Flags().DurationVar(&o.natsWindow, "nats-duplicate-window", envDuration("NATS_DUPLICATE_WINDOW", time.Hour), "how long JetStream remembers event ids to drop re-published copies [$NATS_DUPLICATE_WINDOW]")

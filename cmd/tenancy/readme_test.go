@@ -108,6 +108,8 @@ func readmeCoverage(c readmeCommand) string {
 		return "TestMakeRunPrefersTheEmbeddedNATSOverAnotherServer runs scripts/run.sh"
 	case c.line == "make test":
 		return "it is the test suite itself"
+	case c.line == "make chaos":
+		return "it is chaos.TestChaos with CHAOS=full; make test runs its smoke schedule"
 	case strings.HasPrefix(c.line, "docker compose exec tenancy "):
 		return "run: the command in the container, with the container's environment"
 	case strings.Contains(c.line, "docker compose"):

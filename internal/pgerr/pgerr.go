@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -41,4 +42,13 @@ func IsUnavailable(err error) bool {
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
 		pgconn.SafeToRetry(err)
+}
+
+// IsRecoveryConflict reports whether a hot standby cancelled the query so
+// that it could replay the primary's changes (SQLSTATE 40001, "canceling
+// statement due to conflict with recovery"). Sent again, the query
+// usually succeeds: the API answers it 503 with Retry-After.
+func IsRecoveryConflict(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "40001" && strings.Contains(pgErr.Message, "conflict with recovery")
 }

@@ -156,8 +156,13 @@ func (p *Publisher) Apply(ctx context.Context, _ pgx.Tx, events []projections.Ev
 	if len(events) == 0 {
 		return nil
 	}
-	if nc := p.js.Conn(); nc != nil && !nc.IsConnected() {
+	nc := p.js.Conn()
+	if nc != nil && !nc.IsConnected() {
 		return fmt.Errorf("nats publisher: not connected to NATS (%s): %w", strings.ToLower(nc.Status().String()), projections.ErrUnavailable)
+	}
+	var reconnects uint64
+	if nc != nil {
+		reconnects = nc.Stats().Reconnects
 	}
 	if err := p.ensureStream(ctx); err != nil {
 		return err
@@ -178,9 +183,22 @@ func (p *Publisher) Apply(ctx context.Context, _ pgx.Tx, events []projections.Ev
 
 	timer := time.NewTimer(p.timeout)
 	defer timer.Stop()
+	// The acks of a connection that dropped never come (they were replies
+	// to it): a lost server (killed, cut off) fails the batch at once,
+	// rather than after the whole AckTimeout, so the runner re-sends it on
+	// the new connection, or another replica takes over, within moments.
+	watch := time.NewTicker(50 * time.Millisecond)
+	defer watch.Stop()
 	duplicates := 0
-	for i, f := range futures {
+	for i := 0; i < len(futures); {
+		f := futures[i]
 		select {
+		case <-watch.C:
+			if nc != nil && (!nc.IsConnected() || nc.Stats().Reconnects != reconnects) {
+				return fmt.Errorf("nats publisher: the connection to NATS dropped with %d of %d events not acknowledged: %w",
+					len(futures)-i, len(futures), projections.ErrUnavailable)
+			}
+			continue
 		case ack := <-f.Ok():
 			if ack.Duplicate {
 				duplicates++
@@ -194,6 +212,7 @@ func (p *Publisher) Apply(ctx context.Context, _ pgx.Tx, events []projections.Ev
 		case <-ctx.Done():
 			return fmt.Errorf("nats publisher: waiting for acks: %w", context.Cause(ctx))
 		}
+		i++
 	}
 	if duplicates > 0 {
 		p.log.Info("re-published events the stream already held; it dropped the copies",
