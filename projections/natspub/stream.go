@@ -131,6 +131,11 @@ func Dial(url string, ackTimeout time.Duration, log *slog.Logger) (*nats.Conn, j
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectBufSize(-1),
+		// A server that goes silent without closing the connection (a
+		// partition) is given up after two unanswered pings: 10 to 15 s,
+		// not nats.go's 2 × 2 minutes, and the client moves to another.
+		nats.PingInterval(5*time.Second),
+		nats.MaxPingsOutstanding(2),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: closed by us
 				log.Warn("NATS disconnected; events wait in the event store until it is back", "url", url, "err", err)
