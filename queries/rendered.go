@@ -51,9 +51,10 @@ type Want struct {
 	// another release, with another catalog, or not yet) comes with its
 	// state instead.
 	Format string
-	// HeldID and HeldVersion: the caller already holds the state of tenant
-	// HeldID at HeldVersion (in a cache of its own). A row still at it
-	// comes without its state, which the caller need not decode again.
+	// HeldID and HeldVersion, without a Rendering: the caller already
+	// holds the state of tenant HeldID at HeldVersion (in a cache of its
+	// own). A row still at it comes without its state, which the caller
+	// need not decode again.
 	HeldID      uuid.UUID
 	HeldVersion uint64
 }
@@ -99,14 +100,16 @@ func rowSQL(w Want, byExternalID, fresh bool) string {
 func buildRowSQL(shape rowShape) string {
 	n := 1
 	param := func() string { n++; return "$" + strconv.Itoa(n) }
-	rendered, sendState := "NULL::text", ""
+	var rendered, skipState string
 	if col := shape.rendering.column(); col != "" {
 		f := param()
 		rendered = "CASE WHEN t.rendered_as = " + f + " THEN t." + col + " END"
-		sendState = "(t.rendered_as = " + f + " AND t." + col + " IS NOT NULL) OR "
+		skipState = "t.rendered_as = " + f + " AND t." + col + " IS NOT NULL"
+	} else {
+		rendered = "NULL::text"
+		skipState = "t.id = " + param() + " AND t.version = " + param()
 	}
-	sendState = "CASE WHEN " + sendState + "(t.id = " + param() + " AND t.version = " + param() + ") THEN NULL ELSE t.state END"
-	cols := "t.id, t.version, " + rendered + ", " + sendState
+	cols := "t.id, t.version, " + rendered + ", CASE WHEN " + skipState + " THEN NULL ELSE t.state END"
 	if shape.fresh {
 		return `SELECT ` + cols + `, h.version, h.transaction_id, h.position
 FROM (SELECT 1) one
@@ -123,11 +126,10 @@ LEFT JOIN LATERAL (SELECT version, transaction_id, position FROM events WHERE st
 // rowArgs are rowSQL's arguments, key first (the fresh statement's
 // stream name follows them).
 func rowArgs(w Want, key any) []any {
-	args := []any{key}
 	if w.Rendering.column() != "" {
-		args = append(args, w.Format)
+		return []any{key, w.Format}
 	}
-	return append(args, [16]byte(w.HeldID), int64(w.HeldVersion))
+	return []any{key, [16]byte(w.HeldID), int64(w.HeldVersion)}
 }
 
 // GetRow reads one tenant's row, by id or external id, as w wants it: the
