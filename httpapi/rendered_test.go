@@ -77,6 +77,15 @@ func TestReadsAnswerByteForByteWhatTheCommandAnswered(t *testing.T) {
 	if bytes.Contains(last.body, []byte("ada@example.com")) {
 		t.Fatalf("purged tenant still shows its contact: %s", last.body)
 	}
+	// The ETag still answers 304 to a client that holds this version, and
+	// 200 with the view to one that holds an older one.
+	tag := last.header.Get("ETag")
+	if got := s.do("GET", base, nil, "If-None-Match", tag); got.status != http.StatusNotModified || len(got.body) != 0 {
+		t.Errorf("If-None-Match %s: %d %q, want 304 without a body", tag, got.status, got.body)
+	}
+	if got := s.must(http.StatusOK, "GET", base, nil, "If-None-Match", `W/"1"`); !bytes.Equal(got.body, last.body) {
+		t.Errorf("If-None-Match of an older version: %s", got.body)
+	}
 
 	// A row the projection rendered in no format this server sends (written
 	// before migration 010, or by another release): rendered from the state.
