@@ -159,8 +159,18 @@ func sendRendered(c echo.Context, rendered []byte) error {
 		}
 		rendered = b.Bytes()
 	}
-	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, append(rendered, '\n'))
+	// Two writes rather than an append, which would copy the whole body.
+	res := c.Response()
+	res.Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+	res.WriteHeader(http.StatusOK)
+	if _, err := res.Write(rendered); err != nil {
+		return err
+	}
+	_, err := res.Write(newline)
+	return err
 }
+
+var newline = []byte{'\n'}
 
 // respond sends a command's result: the new state, its ETag and the
 // consistency token a later read can wait for.
