@@ -115,6 +115,35 @@ func BenchmarkHTTP(b *testing.B) {
 // model, with a service of its own that is stopped before the measurement.
 func benchTenants(b *testing.B, dbURL, dataDir string) []string {
 	b.Helper()
+	// Twice as many as the clients: the commands phase changes the first
+	// half (which the API-only server does not project), the reads read the
+	// second, whose read model rows are current.
+	ids := make([]string, 2*benchClients)
+	benchFill(b, dbURL, dataDir, func(ctx context.Context, a *service.App) eventstore.Position {
+		off := false
+		var last eventstore.Position
+		for i := range ids {
+			res, err := a.Commands.Create(ctx, aggregate.Create{Name: fmt.Sprintf("Bench %d %s", i, uuid.NewString()[:8]),
+				Edition: "professional", Region: "us-east-1", Trial: &off}, aggregate.Metadata{Actor: "bench"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			res, err = a.Commands.Execute(ctx, commandsRequest(res.TenantID, aggregate.CompleteProvisioning{}))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ids[i], last = res.TenantID.String(), res.Position
+		}
+		return last
+	})
+	return ids
+}
+
+// benchFill runs fill on a service of its own (migrating the database,
+// projections on), waits until the read model has reached the position
+// fill returns, and stops the service before the measurement.
+func benchFill(b *testing.B, dbURL, dataDir string, fill func(context.Context, *service.App) eventstore.Position) {
+	b.Helper()
 	ctx := context.Background()
 	a, err := service.Open(ctx, service.Config{DatabaseURL: dbURL, Migrate: true, Projections: true, ExternalProvisioning: true, DataDir: dataDir})
 	if err != nil {
@@ -130,28 +159,9 @@ func benchTenants(b *testing.B, dbURL, dataDir string) []string {
 			b.Error(err)
 		}
 	}()
-	off := false
-	// Twice as many as the clients: the commands phase changes the first
-	// half (which the API-only server does not project), the reads read the
-	// second, whose read model rows are current.
-	ids := make([]string, 2*benchClients)
-	var last eventstore.Position
-	for i := range ids {
-		res, err := a.Commands.Create(ctx, aggregate.Create{Name: fmt.Sprintf("Bench %d %s", i, uuid.NewString()[:8]),
-			Edition: "professional", Region: "us-east-1", Trial: &off}, aggregate.Metadata{Actor: "bench"})
-		if err != nil {
-			b.Fatal(err)
-		}
-		res, err = a.Commands.Execute(ctx, commandsRequest(res.TenantID, aggregate.CompleteProvisioning{}))
-		if err != nil {
-			b.Fatal(err)
-		}
-		ids[i], last = res.TenantID.String(), res.Position
-	}
-	if err := a.Reader.WaitFor(ctx, last, 30*time.Second); err != nil {
+	if err := a.Reader.WaitFor(ctx, fill(ctx, a), 60*time.Second); err != nil {
 		b.Fatal(err)
 	}
-	return ids
 }
 
 // benchEvent is the data and metadata of one event.
@@ -235,17 +245,26 @@ type phase struct {
 
 func (p phase) perSecond() float64 { return float64(p.ops) / p.elapsed.Seconds() }
 
-func (p phase) p99ms() float64 {
+func (p phase) p99ms() float64 { return p.percentileMS(99) }
+
+// percentileMS is the q-th percentile latency in milliseconds.
+func (p phase) percentileMS(q int) float64 {
 	if len(p.latencies) == 0 {
 		return 0
 	}
 	slices.Sort(p.latencies)
-	return float64(p.latencies[(len(p.latencies)*99)/100]) / float64(time.Millisecond)
+	return float64(p.latencies[(len(p.latencies)*q)/100]) / float64(time.Millisecond)
 }
 
 // benchPhase runs n operations on benchClients goroutines; op(c, k) is the
 // k-th operation of client c. Any error fails the benchmark.
 func benchPhase(b *testing.B, n int, op func(c, k int) error) phase {
+	b.Helper()
+	return benchPhaseOn(b, benchClients, n, op)
+}
+
+// benchPhaseOn is benchPhase on a given number of clients.
+func benchPhaseOn(b *testing.B, clients, n int, op func(c, k int) error) phase {
 	b.Helper()
 	var next atomic.Int64
 	var mu sync.Mutex
@@ -253,11 +272,11 @@ func benchPhase(b *testing.B, n int, op func(c, k int) error) phase {
 	var failed atomic.Pointer[error]
 	p := phase{ops: n, latencies: make([]time.Duration, 0, n)}
 	start := time.Now()
-	for c := range benchClients {
+	for c := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			lat := make([]time.Duration, 0, n/benchClients+1)
+			lat := make([]time.Duration, 0, n/clients+1)
 			for k := 0; next.Add(1) <= int64(n) && failed.Load() == nil; k++ {
 				t0 := time.Now()
 				if err := op(c, k); err != nil {

@@ -32,12 +32,12 @@ func (s *Server) legacyEvaluatePolicy(c echo.Context) error {
 	if err := s.deps.Catalog.ValidatePolicyContext(req); err != nil {
 		return err
 	}
-	// A read like GET: it sees the caller's own writes.
-	t, err := s.readYourWrites(c)
+	// As the canonical route: it sees the caller's own writes.
+	subject, err := s.policySubject(c)
 	if err != nil {
 		return err
 	}
-	d := s.deps.Catalog.EvaluateAnyAction(t.PolicySubject(s.deps.Catalog), req, s.deps.Now())
+	d := s.deps.Catalog.EvaluateAnyAction(subject, req, s.deps.Now())
 	out := legacyDecision{Decision: d, Allowed: d.Allowed()}
 	if d.UpgradeRequired && d.RequiredEdition != "" {
 		out.RequiredUpgrade = &d.RequiredEdition

@@ -43,7 +43,8 @@ type Commands interface {
 // Queries is what the API needs of the read side.
 type Queries interface {
 	Get(ctx context.Context, idOrExternalID string) (*aggregate.Tenant, eventstore.Position, error)
-	GetFresh(ctx context.Context, id uuid.UUID) (*aggregate.Tenant, queries.StreamEnd, error)
+	GetRow(ctx context.Context, idOrExternalID string, w queries.Want) (*queries.Row, error)
+	GetRowFresh(ctx context.Context, id uuid.UUID, w queries.Want) (*queries.Row, queries.StreamEnd, error)
 	List(ctx context.Context, f queries.ListFilter) (queries.Page, error)
 	Events(ctx context.Context, tenantID uuid.UUID, f queries.EventFilter) (queries.EventPage, error)
 	WaitFor(ctx context.Context, pos eventstore.Position, timeout time.Duration) error
@@ -122,6 +123,11 @@ type Server struct {
 	openapi  *openAPI
 	// sessions remember each caller's last write, for its reads.
 	sessions *sessions
+	// renderFormat is the catalog's RenderFormat: a rendering the read
+	// model holds in it is sent as is.
+	renderFormat string
+	// subjects are the policy subjects of tenants evaluated lately.
+	subjects *subjects
 	// streams bounds the live event streams; closing ends them at shutdown.
 	streams      chan struct{}
 	closing      context.Context
@@ -159,7 +165,7 @@ func New(deps Deps, opts Options) (*Server, error) {
 	}
 	s := &Server{echo: echo.New(), deps: deps, opts: opts, logger: deps.Logger,
 		auditLog: deps.Logger.With("logger", "audit"), tracer: deps.TracerProvider.Tracer("github.com/tenancyhq/tenancy/httpapi"),
-		streams: make(chan struct{}, maxStreams), sessions: newSessions()}
+		streams: make(chan struct{}, maxStreams), sessions: newSessions(), renderFormat: deps.Catalog.RenderFormat(), subjects: newSubjects()}
 	s.closing, s.closeStreams = context.WithCancel(context.Background())
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true

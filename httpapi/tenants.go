@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -18,19 +20,12 @@ import (
 	"github.com/tenancyhq/tenancy/queries"
 )
 
-// tenantView is a tenant as the API shows it: its state and what it may do next.
-type tenantView struct {
-	*aggregate.Tenant
-	AllowedCommands []aggregate.CommandName `json:"allowed_commands"`
-}
+// tenantView is a tenant as the API shows it: its state and what it may
+// do next. The read-model projection renders the same type once per change
+// (aggregate.RenderView), which a GET sends as is.
+type tenantView = aggregate.View
 
-func view(t *aggregate.Tenant) tenantView {
-	allowed := aggregate.AllowedCommands(t.Status)
-	if allowed == nil {
-		allowed = []aggregate.CommandName{}
-	}
-	return tenantView{Tenant: t, AllowedCommands: allowed}
-}
+func view(t *aggregate.Tenant) tenantView { return aggregate.ViewOf(t) }
 
 // ---- headers ----
 
@@ -99,41 +94,40 @@ func (s *Server) waitConsistent(c echo.Context) error {
 	return s.deps.Queries.WaitFor(ctx, pos, s.opts.ConsistencyWait)
 }
 
-// readYourWrites reads one tenant so that it sees every change made to it
-// so far, without any header: when the read model's row is behind the
-// tenant's stream (or missing while the stream exists), the read waits,
-// bounded like a consistency token, until the read model holds the
-// stream's last event. So a client reads its own writes (a GET straight
-// after the 201 of a create answers 200, not 404), on any replica. On the
-// Postgres store the row and the stream's end are read in one statement;
-// elsewhere the stream's end is asked of the event store. Consistency:
-// eventual, or a consistency token (waited for already), reads the row as
-// it is.
-func (s *Server) readYourWrites(c echo.Context) (*aggregate.Tenant, error) {
+// readYourWrites reads one tenant's row, as want asks, so that it sees
+// every change made to the tenant so far, without any header: when the
+// read model's row is behind the tenant's stream (or missing while the
+// stream exists), the read waits, bounded like a consistency token, until
+// the read model holds the stream's last event. So a client reads its own
+// writes (a GET straight after the 201 of a create answers 200, not 404),
+// on any replica. On the Postgres store the row and the stream's end are
+// read in one statement; elsewhere the stream's end is asked of the event
+// store. Consistency: eventual, or a consistency token (waited for
+// already), reads the row as it is.
+func (s *Server) readYourWrites(c echo.Context, want queries.Want) (*queries.Row, error) {
 	req := c.Request()
 	ctx := req.Context()
 	raw := c.Param("id")
 	if strings.EqualFold(req.Header.Get("Consistency"), "eventual") || req.Header.Get("X-Consistency-Token") != "" || c.QueryParam("consistent_with") != "" {
-		t, _, err := s.deps.Queries.Get(ctx, raw)
-		return t, err
+		return s.deps.Queries.GetRow(ctx, raw, want)
 	}
 	var (
-		t   *aggregate.Tenant
+		row *queries.Row
 		end queries.StreamEnd
 		err error
 	)
 	id, perr := uuid.Parse(raw)
 	if perr == nil {
-		t, end, err = s.deps.Queries.GetFresh(ctx, id)
+		row, end, err = s.deps.Queries.GetRowFresh(ctx, id, want)
 	}
 	if perr != nil || errors.Is(err, queries.ErrNoStreamEnd) {
 		// An external id, or an event store of its own: two looks.
-		t, _, err = s.deps.Queries.Get(ctx, raw)
+		row, err = s.deps.Queries.GetRow(ctx, raw, want)
 		if err != nil && !errors.Is(err, queries.ErrNotFound) {
 			return nil, err
 		}
-		if t != nil {
-			id = t.ID
+		if row != nil {
+			id = row.ID
 		} else if id, err = s.tenantRef(c); err != nil {
 			return nil, newProblem(http.StatusNotFound, typeNotFound, "Not found", "No tenant with this id or external id.")
 		}
@@ -144,17 +138,40 @@ func (s *Server) readYourWrites(c echo.Context) (*aggregate.Tenant, error) {
 	switch {
 	case err != nil:
 		return nil, err
-	case !end.Exists && t == nil:
+	case !end.Exists && row == nil:
 		return nil, fmt.Errorf("get tenant %s: %w", raw, queries.ErrNotFound)
-	case t != nil && t.Version >= end.Version:
-		return t, nil
+	case row != nil && row.Version >= end.Version:
+		return row, nil
 	}
 	if err := s.deps.Queries.WaitFor(ctx, end.Position, s.opts.ConsistencyWait); err != nil {
 		return nil, err
 	}
-	t, _, err = s.deps.Queries.Get(ctx, raw)
-	return t, err
+	return s.deps.Queries.GetRow(ctx, raw, want)
 }
+
+// sendRendered sends JSON the read-model projection rendered, byte for
+// byte what c.JSON would send for the value it was rendered from:
+// json.Encoder's newline after it, and ?pretty's indentation.
+func sendRendered(c echo.Context, rendered []byte) error {
+	if _, pretty := c.QueryParams()["pretty"]; pretty {
+		var b bytes.Buffer
+		if err := json.Indent(&b, rendered, "", "  "); err != nil {
+			return fmt.Errorf("indent rendered JSON: %w", err)
+		}
+		rendered = b.Bytes()
+	}
+	// Two writes rather than an append, which would copy the whole body.
+	res := c.Response()
+	res.Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+	res.WriteHeader(http.StatusOK)
+	if _, err := res.Write(rendered); err != nil {
+		return err
+	}
+	_, err := res.Write(newline)
+	return err
+}
+
+var newline = []byte{'\n'}
 
 // respond sends a command's result: the new state, its ETag and the
 // consistency token a later read can wait for.
@@ -225,16 +242,19 @@ func (s *Server) getTenant(c echo.Context) error {
 	if err := s.waitConsistent(c); err != nil {
 		return err
 	}
-	t, err := s.readYourWrites(c)
+	row, err := s.readYourWrites(c, queries.Want{Rendering: queries.TenantView, Format: s.renderFormat})
 	if err != nil {
 		return err
 	}
-	tag := etag(t.Version)
+	tag := etag(row.Version)
 	c.Response().Header().Set("ETag", tag)
-	if inm := c.Request().Header.Get("If-None-Match"); inm != "" && (inm == tag || strings.Trim(strings.TrimPrefix(inm, "W/"), `"`) == strconv.FormatUint(t.Version, 10)) {
+	if inm := c.Request().Header.Get("If-None-Match"); inm != "" && (inm == tag || strings.Trim(strings.TrimPrefix(inm, "W/"), `"`) == strconv.FormatUint(row.Version, 10)) {
 		return c.NoContent(http.StatusNotModified)
 	}
-	return c.JSON(http.StatusOK, view(t))
+	if row.JSON != nil {
+		return sendRendered(c, row.JSON)
+	}
+	return c.JSON(http.StatusOK, view(row.Tenant))
 }
 
 func (s *Server) patchTenant(c echo.Context) error {
@@ -398,17 +418,23 @@ func (s *Server) readTenant(c echo.Context) (*aggregate.Tenant, error) {
 	return t, err
 }
 
-type entitlementsView struct {
-	aggregate.Entitlements
-	Overrides aggregate.Overrides `json:"overrides"`
+// readRow reads the row of the tenant named in the path, as want asks.
+func (s *Server) readRow(c echo.Context, want queries.Want) (*queries.Row, error) {
+	if err := s.waitConsistent(c); err != nil {
+		return nil, err
+	}
+	return s.deps.Queries.GetRow(c.Request().Context(), c.Param("id"), want)
 }
 
 func (s *Server) getEntitlements(c echo.Context) error {
-	t, err := s.readTenant(c)
+	row, err := s.readRow(c, queries.Want{Rendering: queries.EntitlementsView, Format: s.renderFormat})
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, entitlementsView{Entitlements: t.Entitlements(s.deps.Catalog), Overrides: t.Overrides})
+	if row.JSON != nil {
+		return sendRendered(c, row.JSON)
+	}
+	return c.JSON(http.StatusOK, s.deps.Catalog.EntitlementsViewOf(row.Tenant))
 }
 
 type transitionView struct {
@@ -442,11 +468,11 @@ func (s *Server) evaluatePolicy(c echo.Context) error {
 	if err := s.deps.Catalog.ValidatePolicyRequest(req); err != nil {
 		return err
 	}
-	t, err := s.readTenant(c)
+	subject, err := s.policySubject(c)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, s.deps.Catalog.Evaluate(t.PolicySubject(s.deps.Catalog), req, s.deps.Now()))
+	return c.JSON(http.StatusOK, s.deps.Catalog.Evaluate(subject, req, s.deps.Now()))
 }
 
 type catalogView struct {

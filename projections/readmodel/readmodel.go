@@ -42,6 +42,9 @@ type Projector struct {
 	tables  Tables
 	name    string
 	upsert  string // the tenants upsert, built once
+	// format is what the rendered views are rendered as (the catalog's
+	// RenderFormat), computed once.
+	format string
 }
 
 // New returns the projector of the live read model.
@@ -52,7 +55,7 @@ func New(cat *aggregate.Catalog) *Projector {
 // NewInto returns a projector writing into other tables under another
 // checkpoint name (for rebuilds).
 func NewInto(cat *aggregate.Catalog, name string, tables Tables) *Projector {
-	p := &Projector{catalog: cat, tables: tables, name: name}
+	p := &Projector{catalog: cat, tables: tables, name: name, format: cat.RenderFormat()}
 	p.upsert = p.upsertSQL()
 	return p
 }
@@ -245,6 +248,7 @@ var tenantColumns = []string{
 	"trial_ends_at", "cancellation_effective_at", "migration_target_region", "terminated_at",
 	"data_retention_until", "purged_at", "labels", "contacts", "features", "overrides", "policies",
 	"position_commit", "position_prepare", "state",
+	"view_json", "entitlements_json", "rendered_as",
 }
 
 func (p *Projector) upsertSQL() string {
@@ -277,6 +281,16 @@ func (p *Projector) columns(row *tenantRow) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// What the API sends for this tenant, rendered once here rather than
+	// per read (migration 010).
+	view, err := aggregate.RenderView(t)
+	if err != nil {
+		return nil, err
+	}
+	entitlements, err := p.catalog.RenderEntitlements(t)
+	if err != nil {
+		return nil, err
+	}
 	var suspendedReason, severity, note, by *string
 	var suspendedAt, autoResume, cancelAt, terminatedAt, retention *time.Time
 	var migrationTarget *string
@@ -301,6 +315,7 @@ func (p *Projector) columns(row *tenantRow) ([]any, error) {
 		t.TrialEndsAt, cancelAt, migrationTarget, terminatedAt,
 		retention, t.PurgedAt, jsonb(t.Labels, "{}"), jsonb(t.Contacts, "[]"), jsonb(ent.Features, "{}"), jsonb(t.Overrides, "{}"), jsonb(t.Policies, "{}"),
 		int64(row.position.Commit), int64(row.position.Prepare), string(state),
+		string(view), string(entitlements), p.format,
 	}, nil
 }
 

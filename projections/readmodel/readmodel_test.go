@@ -128,12 +128,19 @@ func TestProjectedReadModelEqualsAFreshFold(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var status, tier, region, billing string
+		var status, tier, region, billing, view, entitlements, format string
 		var version int64
 		var created, updated time.Time
-		if err := pool.QueryRow(ctx, `SELECT status::text, plan_tier::text, region, billing_status, version, created_at, updated_at FROM tenants WHERE id = $1`, id).
-			Scan(&status, &tier, &region, &billing, &version, &created, &updated); err != nil {
+		if err := pool.QueryRow(ctx, `SELECT status::text, plan_tier::text, region, billing_status, version, created_at, updated_at,
+			view_json, entitlements_json, rendered_as FROM tenants WHERE id = $1`, id).
+			Scan(&status, &tier, &region, &billing, &version, &created, &updated, &view, &entitlements, &format); err != nil {
 			t.Fatal(err)
+		}
+		// The views the API sends as they are (migration 010).
+		wantView, _ := aggregate.RenderView(want)
+		wantEnt, _ := cat.RenderEntitlements(want)
+		if view != string(wantView) || entitlements != string(wantEnt) || format != cat.RenderFormat() {
+			t.Fatalf("tenant %s rendered as %q:\n%s\n%s\nwant %q:\n%s\n%s", id, format, view, entitlements, cat.RenderFormat(), wantView, wantEnt)
 		}
 		if status != string(want.Status) || tier != string(want.Edition) || region != string(want.Region) || billing != string(want.BillingStatus) ||
 			version != int64(want.Version) || !created.Equal(want.CreatedAt) || !updated.Equal(want.UpdatedAt) {
