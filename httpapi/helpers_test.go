@@ -58,11 +58,18 @@ func startService(t testing.TB) *testService {
 
 func startServiceWith(t testing.TB, cfg service.Config) *testService {
 	t.Helper()
+	return startServiceWithProjections(t, cfg, true)
+}
+
+// startServiceWithProjections is startServiceWith, with the projections
+// running or not (a replica whose read model never catches up).
+func startServiceWithProjections(t testing.TB, cfg service.Config, projections bool) *testService {
+	t.Helper()
 	if cfg.DatabaseURL == "" {
 		cfg.DatabaseURL = pgtest.NewDatabase(t)
 	}
 	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.Migrate, cfg.Projections = true, true
+	cfg.Migrate, cfg.Projections = true, projections
 	cfg.DataDir = t.TempDir() // the development master key, not in the source tree
 	if cfg.ConsistencyWait == 0 {
 		// A loaded CI machine can take longer than the 2 s default for the

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -89,7 +90,7 @@ func profileProps() props {
 
 func createSchema() schema {
 	p := profileProps()
-	p["id"] = schema{"type": "string", "format": "uuid", "description": "The tenant id to use (default: generated)."}
+	p["id"] = withRule(schema{"type": "string", "format": "uuid", "pattern": uuidPattern, "description": "The tenant id to use (default: generated)."}, "uuid")
 	p["name"] = nameSchema("The organization's name; unique (case, white space and Unicode forms folded).")
 	p["edition"] = enumOf("The edition (plan tier).", aggregate.Editions())
 	p["region"] = enumOf("Where the tenant's data lives (default: the service's DEFAULT_REGION, us-east-1 unless configured).", aggregate.Regions())
@@ -190,6 +191,10 @@ var (
 		schema: withRule(schema{"type": "string", "pattern": positionPattern, "maxLength": 64}, "consistency_token")}
 )
 
+// uuidPattern is a UUID in its usual form (the request validator does not
+// check format uuid).
+const uuidPattern = `^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`
+
 // positionPattern is a feed position as the API hands it out (commit/prepare).
 const positionPattern = `^[0-9]+/[0-9]+$`
 
@@ -234,7 +239,7 @@ func pathParamSchemas() map[string]param {
 		"key":   {description: "Feature or limit key of the catalog.", schema: schema{"type": "string", "maxLength": 100}},
 		"name":  {description: "Projection name.", schema: schema{"type": "string", "maxLength": 200}},
 		"job":   {description: "Job id.", schema: schema{"type": "string", "maxLength": 200}},
-		"event": {description: "Event id (UUID).", schema: withRule(schema{"type": "string", "format": "uuid"}, "uuid")},
+		"event": {description: "Event id (UUID).", schema: withRule(schema{"type": "string", "format": "uuid", "pattern": uuidPattern}, "uuid")},
 	}
 }
 
@@ -335,7 +340,6 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 			if r.idempotent() {
 				okHeaders = append(okHeaders, "Idempotent-Replayed")
 			}
-			responses["409"] = problem("Conflict", "Not allowed in the tenant's status (current_status, allowed_commands), a rule of its state, a feature its edition lacks (feature, required_edition), or a conflict; concurrent-modification carries Retry-After.", "Retry-After")
 			responses["412"] = problem("PreconditionFailed", "If-Match does not match the tenant's version.")
 		}
 		if r.status == http.StatusCreated || r.status == http.StatusAccepted {
@@ -349,6 +353,7 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 			okHeaders = append(okHeaders, "ETag", "Content-Disposition")
 		}
 		if r.method != http.MethodGet {
+			responses["409"] = problem("Conflict", "Not allowed in the tenant's status (current_status, allowed_commands), a rule of its state, a feature its edition lacks (feature, required_edition), or a conflict (such as a rebuild already running); concurrent-modification carries Retry-After.", "Retry-After")
 			responses["408"] = problem("RequestTimeout", "The request body did not arrive within the body deadline (HTTP_BODY_TIMEOUT, default 30 s).")
 			responses["413"] = problem("PayloadTooLarge", "Body larger than 1 MiB.")
 			responses["415"] = problem("UnsupportedMediaType", "The body is not application/json.")
@@ -664,5 +669,22 @@ func schemaField(se *openapi3.SchemaError) (string, string) {
 	if len(path) == 0 {
 		return "body", rule
 	}
-	return strings.Join(path, "."), rule
+	return fieldPath(path), rule
+}
+
+// fieldPath writes a path of members and indices as every error names a
+// field: contacts[0].email (the one shape, also checkJSON's).
+func fieldPath(segments []string) string {
+	var b strings.Builder
+	for _, seg := range segments {
+		if _, err := strconv.Atoi(seg); err == nil && b.Len() > 0 {
+			b.WriteString("[" + seg + "]")
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(seg)
+	}
+	return b.String()
 }

@@ -35,6 +35,11 @@ var transportHeaders = []string{
 type Checker struct {
 	mu sync.Mutex
 	v  validator.Validator
+	// requests are checked without strict mode: a request schema's maps
+	// (labels, metadata) admit members by additionalProperties, which
+	// strict mode reports; unknown members are refused by the schemas'
+	// own additionalProperties: false.
+	requests validator.Validator
 	// model resolves a request to its operation ("not in the document"
 	// is not a violation: /metrics, the console, an unknown route).
 	model *v3.Document
@@ -95,6 +100,10 @@ func New(doc []byte) (*Checker, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("validator: %v", errs)
 	}
+	rv, errs := validator.NewValidator(d, config.WithFormatAssertions(), config.WithoutSecurityValidation())
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("validator: %v", errs)
+	}
 	if ok, verrs := v.ValidateDocument(); !ok {
 		return nil, fmt.Errorf("the document is not valid OpenAPI 3.1: %s", describe(verrs))
 	}
@@ -102,7 +111,33 @@ func New(doc []byte) (*Checker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build model: %w", err)
 	}
-	return &Checker{v: v, model: &m.Model}, nil
+	return &Checker{v: v, requests: rv, model: &m.Model}, nil
+}
+
+// Operation returns the operationId of the request's operation ("" when
+// the document has none for its path and method).
+func (c *Checker) Operation(req *http.Request) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	item, errs, _ := paths.FindPath(req, c.model, config.NewValidationOptions())
+	if item == nil || len(errs) > 0 {
+		return ""
+	}
+	if op := item.GetOperations().GetOrZero(strings.ToLower(req.Method)); op != nil {
+		return op.OperationId
+	}
+	return ""
+}
+
+// Operations lists every operationId of the document.
+func (c *Checker) Operations() []string {
+	var out []string
+	for _, item := range c.model.Paths.PathItems.FromOldest() {
+		for _, op := range item.GetOperations().FromOldest() {
+			out = append(out, op.OperationId)
+		}
+	}
+	return out
 }
 
 // Documented reports whether the request's path and method are an
@@ -142,7 +177,7 @@ func (c *Checker) CheckRequest(req *http.Request, body []byte) []string {
 	defer c.mu.Unlock()
 	r := req.Clone(req.Context())
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	if ok, errs := c.v.ValidateHttpRequestSync(r); !ok {
+	if ok, errs := c.requests.ValidateHttpRequestSync(r); !ok {
 		return lines(errs)
 	}
 	return nil
