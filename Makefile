@@ -5,7 +5,7 @@ PKGS     ?= ./...
 # Go's race detector needs cgo.
 export CGO_ENABLED ?= 1
 
-.PHONY: run test build vet fmt bench docker
+.PHONY: run test build vet fmt bench docker api-clients
 
 ## run: build and start the service (API on :8000, docs at /docs); uses the
 ## local PostgreSQL, or starts a private one under ./data when none runs.
@@ -16,6 +16,11 @@ run:
 ## PostgreSQL (TENANCY_TEST_DATABASE_URL overrides the server).
 test: vet
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+
+## api-clients: the OpenAPI document through the tools client teams use
+## (openapi-typescript + tsc --strict, Redocly, Spectral); needs node and npm.
+api-clients:
+	./scripts/check-api-clients.sh
 
 ## build: the tenancy binary into bin/.
 build:

@@ -128,7 +128,11 @@ func patchSchema() schema {
 func policySchema() schema {
 	return obj(props{
 		"enforced": schema{"type": "boolean", "description": "Enforced policies deny; others only warn (default true)."},
-		"settings": schema{"type": "object", "description": "The policy type's settings."},
+		"settings": schema{"type": "object", "description": "The policy type's settings: whole numbers, names and lists of names, by setting (minutes, cidrs, allowed_regions, start_hour…).",
+			"additionalProperties": schema{"anyOf": []any{
+				schema{"type": "integer"}, schema{"type": "string", "maxLength": 200},
+				schema{"type": "array", "items": schema{"type": "string", "maxLength": 200}},
+			}}},
 	})
 }
 
@@ -495,7 +499,7 @@ func newOpenAPI(doc schema) (*openAPI, error) {
 // ones whose meaning OpenAPI 3.0 and JSON Schema 2020-12 share.
 var requestKeywords = []string{
 	"type", "properties", "additionalProperties", "required", "items", "enum",
-	"maxLength", "minLength", "pattern", "minProperties", "minimum", "maximum", "format", "description",
+	"maxLength", "minLength", "pattern", "minProperties", "minimum", "maximum", "format", "description", "anyOf",
 	"x-rule", // not a keyword: the rule the server names (withRule)
 }
 
