@@ -3,13 +3,16 @@ package httpapi_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/internal/auth"
+	"github.com/tenancyhq/tenancy/sdk"
 	"github.com/tenancyhq/tenancy/service"
 )
 
@@ -268,6 +271,33 @@ func TestEveryOperationAnswersAsItsDocumentSays(t *testing.T) {
 	behind.must(503, "GET", "/api/v1/tenants?consistent_with="+r.header.Get("X-Consistency-Token"), nil)
 	if behind.contract.Operation(mustRequest(t, "GET", behind.base+"/api/v1/tenants")) != "listTenants" {
 		t.Error("the checker does not resolve listTenants")
+	}
+
+	// The Go SDK's client, its every answer checked too.
+	sdkClient, err := sdk.NewClient(s.base, sdk.ClientOptions{Token: strings.TrimPrefix(admin, "Bearer "),
+		HTTPClient: &http.Client{Timeout: 30 * time.Second, Transport: s.contract.Transport(http.DefaultTransport, func(v string) {
+			t.Errorf("the SDK's request answered what the document does not allow: %s", v)
+		})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := sdkClient.CreateTenant(ctx, sdk.CreateTenant{Name: "SDK Co", Edition: aggregate.EditionFree}, sdk.CommandOptions{IdempotencyKey: "sdk-create"})
+	if err != nil || res.Tenant.Status != aggregate.StatusProvisioning || res.ConsistencyToken == "" {
+		t.Fatalf("CreateTenant: %+v, %v", res, err)
+	}
+	sdkID := res.Tenant.ID.String()
+	if res, err = sdkClient.Execute(ctx, sdkID, aggregate.CmdCompleteProvisioning, nil, sdk.CommandOptions{IfMatch: &res.Tenant.Version}); err != nil {
+		t.Fatalf("complete-provisioning: %v", err)
+	}
+	if got, err := sdkClient.GetTenant(ctx, sdkID, sdk.ReadOptions{ConsistentWith: res.ConsistencyToken}); err != nil || got.Status != res.Tenant.Status {
+		t.Errorf("GetTenant after the command: %+v, %v", got, err)
+	}
+	var apiErr *sdk.APIError
+	if _, err := sdkClient.Execute(ctx, sdkID, aggregate.CmdRestore, nil, sdk.CommandOptions{}); !errors.As(err, &apiErr) || apiErr.Status != 409 {
+		t.Errorf("restore of a live tenant: %v", err)
+	}
+	if _, err := sdkClient.ListTenants(ctx, sdk.ListOptions{Limit: 2}); err != nil {
+		t.Errorf("ListTenants: %v", err)
 	}
 
 	for _, op := range s.contract.Operations() {

@@ -140,6 +140,36 @@ func (c *Checker) Operations() []string {
 	return out
 }
 
+// Transport is a RoundTripper that checks every response it carries with
+// c (reporting each violation to report), for a client under test such as
+// the Go SDK's.
+func (c *Checker) Transport(next http.RoundTripper, report func(violation string)) http.RoundTripper {
+	return checkingTransport{c: c, next: next, report: report}
+}
+
+type checkingTransport struct {
+	c      *Checker
+	next   http.RoundTripper
+	report func(string)
+}
+
+func (t checkingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := t.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	res.Body = io.NopCloser(bytes.NewReader(body))
+	for _, v := range t.c.CheckResponse(req, res, body) {
+		t.report(req.Method + " " + req.URL.Path + ": " + v)
+	}
+	return res, nil
+}
+
 // Documented reports whether the request's path and method are an
 // operation of the document.
 func (c *Checker) Documented(req *http.Request) bool {
