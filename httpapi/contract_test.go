@@ -235,6 +235,7 @@ func TestEveryOperationAnswersAsItsDocumentSays(t *testing.T) {
 		{method: "PUT", path: active + "/policies/no_such_policy", body: `{"settings": {}}`, want: 400},
 		{method: "PUT", path: active + "/policies/session_timeout", body: `{"settings": {"minutes": 1}}`, want: 400, semantic: true},
 		{method: "PUT", path: active + "/overrides/max_users", body: `{"value": -1}`, want: 400},
+		{method: "PUT", path: active + "/overrides/no_such_key", body: `{"enabled": true}`, want: 400},
 		{method: "POST", path: active + "/policy/evaluate", body: `{"action": "nuke"}`, want: 400},
 		{method: "GET", path: "/api/v1/tenants?limit=abc", want: 400},
 		{method: "GET", path: "/api/v1/tenants?limit=0", want: 400},

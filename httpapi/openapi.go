@@ -236,11 +236,12 @@ func eventParams() []param {
 }
 
 // pathParamSchemas describe the path parameters, by name.
-func pathParamSchemas() map[string]param {
+func pathParamSchemas(cat *aggregate.Catalog) map[string]param {
+	keys := append(strs(cat.Features()), strs(cat.Limits())...)
 	return map[string]param{
 		"id":    {description: "Tenant id (UUID) or external id (ORG-XXXXXXXX); anything else answers 404.", schema: schema{"type": "string", "maxLength": 200}},
 		"type":  {description: "Policy type.", schema: withRule(enumOf("", aggregate.PolicyTypes()), "known_policy_type")},
-		"key":   {description: "Feature or limit key of the catalog.", schema: schema{"type": "string", "maxLength": 100}},
+		"key":   {description: "A feature (set with enabled) or a limit (set with value) of the catalog.", schema: withRule(enumOf("", keys), "known_key")},
 		"name":  {description: "Projection name.", schema: schema{"type": "string", "maxLength": 200}},
 		"job":   {description: "Job id.", schema: schema{"type": "string", "maxLength": 200}},
 		"event": {description: "Event id (UUID).", schema: withRule(schema{"type": "string", "format": "uuid", "pattern": uuidPattern}, "uuid")},
@@ -289,6 +290,7 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 		return schema{"$ref": "#/components/responses/" + name}
 	}
 	paths := schema{}
+	pathSchemas := pathParamSchemas(cat)
 	tags := map[string]bool{}
 	for _, r := range routes {
 		tags[r.tag] = true
@@ -299,7 +301,7 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 		}
 		var params []any
 		for _, name := range pathParams(r.path) {
-			p := pathParamSchemas()[name]
+			p := pathSchemas[name]
 			params = append(params, schema{"name": name, "in": "path", "required": true, "schema": p.schema, "description": p.description})
 		}
 		for _, p := range r.query {
