@@ -5,7 +5,7 @@ PKGS     ?= ./...
 # Go's race detector needs cgo.
 export CGO_ENABLED ?= 1
 
-.PHONY: run test build vet fmt bench docker chaos
+.PHONY: run test build vet fmt bench docker chaos api-clients
 
 ## run: build and start the service (API on :8000, docs at /docs); uses the
 ## local PostgreSQL, or starts a private one under ./data when none runs.
@@ -24,6 +24,11 @@ test: vet
 ## CHAOS_DIR=dir keeps the processes' data and logs.
 chaos:
 	CHAOS=full $(GO) test -count=1 -v -timeout 16m -run '^TestChaos$$' ./chaos/
+
+## api-clients: the OpenAPI document through the tools client teams use
+## (openapi-typescript + tsc --strict, Redocly, Spectral); needs node and npm.
+api-clients:
+	./scripts/check-api-clients.sh
 
 ## build: the tenancy binary into bin/.
 build:

@@ -28,6 +28,7 @@ var mayImport = map[string][]string{
 	"internal/tracing":     nil,
 	"internal/natsserver":  nil,
 	"internal/pgerr":       nil,
+	"internal/contract":    nil,
 	"internal/pgtest":      {"migrations"},
 	"internal/metrics":     {"aggregate", "eventstore"},
 	"tenantlog":            {"aggregate", "eventstore"},

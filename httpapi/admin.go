@@ -71,21 +71,21 @@ type Admin interface {
 func (s *Server) adminRoutes() []route {
 	return []route{
 		{method: http.MethodGet, path: "/api/v1/admin/projections", operationID: "listProjections", tag: "admin",
-			summary: "Every projection: position, head, lag in events and seconds, holder, failures", status: http.StatusOK, result: "Projections", handler: s.listProjections},
+			summary: "Every projection: position, head, lag in events and seconds, holder, failures", status: http.StatusOK, result: projectionsView{}, handler: s.listProjections},
 		{method: http.MethodPost, path: "/api/v1/admin/projections/{name}/rebuild", operationID: "rebuildProjection", tag: "admin",
 			summary: "Rebuild a projection from the start of the feed, beside the live one, with no outage; answers a job to follow",
-			status:  http.StatusAccepted, result: "Job", handler: s.rebuildProjection},
+			status:  http.StatusAccepted, result: Job{}, handler: s.rebuildProjection},
 		{method: http.MethodGet, path: "/api/v1/admin/jobs/{job}", operationID: "getJob", tag: "admin",
-			summary: "A job's progress, from any replica (jobs are kept in the database; finished ones for a day)", status: http.StatusOK, result: "Job", handler: s.getJob},
+			summary: "A job's progress, from any replica (jobs are kept in the database; finished ones for a day)", status: http.StatusOK, result: Job{}, handler: s.getJob},
 		{method: http.MethodGet, path: "/api/v1/admin/projections/{name}/failures", operationID: "listProjectionFailures", tag: "admin",
 			summary: "The events a projection could not apply: error, attempts, status (halted, skipped, retry, resolved)",
-			status:  http.StatusOK, result: "ProjectionFailures", handler: s.listFailures},
+			status:  http.StatusOK, result: failuresView{}, handler: s.listFailures},
 		{method: http.MethodPost, path: "/api/v1/admin/projections/{name}/failures/{event}/skip", operationID: "skipProjectionFailure", tag: "admin",
 			summary: "Move a halted projection past an event it could not apply (recorded as skipped)",
-			status:  http.StatusOK, result: "FailureAction", handler: s.skipFailure},
+			status:  http.StatusOK, result: failureAction{}, handler: s.skipFailure},
 		{method: http.MethodPost, path: "/api/v1/admin/projections/{name}/retry", operationID: "retryProjectionFailures", tag: "admin",
 			summary: "Clear a halt and try the halted events again (after a fix)",
-			status:  http.StatusOK, result: "FailureAction", handler: s.retryFailures},
+			status:  http.StatusOK, result: failureAction{}, handler: s.retryFailures},
 		streamRoute(s),
 	}
 }
@@ -105,7 +105,7 @@ func (s *Server) listProjections(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"projections": ps})
+	return c.JSON(http.StatusOK, projectionsView{Projections: ps})
 }
 
 func (s *Server) rebuildProjection(c echo.Context) error {
@@ -134,6 +134,18 @@ func (s *Server) getJob(c echo.Context) error {
 	return c.JSON(http.StatusOK, job)
 }
 
+// projectionsView is what GET /api/v1/admin/projections answers.
+type projectionsView struct {
+	Projections []ProjectionHealth `json:"projections"`
+}
+
+// failuresView is a projection's failures (members in the order a map
+// had them, so the bytes did not change).
+type failuresView struct {
+	Failures   []ProjectionFailure `json:"failures"`
+	Projection string              `json:"projection"`
+}
+
 // failureAction is what skip and retry answer.
 type failureAction struct {
 	Projection string     `json:"projection"`
@@ -152,7 +164,7 @@ func (s *Server) listFailures(c echo.Context) error {
 	if fs == nil {
 		fs = []ProjectionFailure{}
 	}
-	return c.JSON(http.StatusOK, map[string]any{"projection": c.Param("name"), "failures": fs})
+	return c.JSON(http.StatusOK, failuresView{Projection: c.Param("name"), Failures: fs})
 }
 
 func (s *Server) skipFailure(c echo.Context) error {

@@ -188,7 +188,7 @@ func (s *Server) healthRoutes() []route {
 	}
 	get := func(path, id, summary string, fn echo.HandlerFunc) route {
 		return route{method: http.MethodGet, path: path, operationID: id, tag: "health", summary: summary,
-			status: http.StatusOK, result: "Health", handler: fn}
+			status: http.StatusOK, result: healthReport{}, handler: fn}
 	}
 	routes := []route{
 		get("/health", "health", "Summary: ok, degraded (a non-critical dependency is down) or down",
@@ -223,17 +223,24 @@ func (s *Server) healthRoutes() []route {
 	}
 	return append(routes, route{method: http.MethodGet, path: "/", operationID: "serviceInfo", tag: "health",
 		summary: "The service's name, version and links (documentation, OpenAPI, health, console)",
-		status:  http.StatusOK, result: "ServiceInfo", handler: s.serviceInfo})
+		status:  http.StatusOK, result: serviceInfo{}, handler: s.serviceInfo})
 }
 
 // serviceInfo is what GET / answers: who this is and where to go next.
 func (s *Server) serviceInfo(c echo.Context) error {
-	return c.JSON(http.StatusOK, map[string]any{
-		"service": "tenancy",
-		"version": s.opts.Version,
-		"links": map[string]string{
+	return c.JSON(http.StatusOK, serviceInfo{
+		Service: "tenancy",
+		Version: s.opts.Version,
+		Links: map[string]string{
 			"docs": "/docs", "openapi": "/openapi.json", "health": "/health", "ready": "/health/ready",
 			"metrics": "/metrics", "console": "/console/", "tenants": "/api/v1/tenants",
 		},
 	})
+}
+
+// serviceInfo is what GET / answers (members in the order a map had them).
+type serviceInfo struct {
+	Links   map[string]string `json:"links"`
+	Service string            `json:"service"`
+	Version string            `json:"version"`
 }

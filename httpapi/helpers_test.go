@@ -15,6 +15,7 @@ import (
 
 	"github.com/tenancyhq/tenancy/aggregate"
 	"github.com/tenancyhq/tenancy/commands"
+	"github.com/tenancyhq/tenancy/internal/contract"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
 	"github.com/tenancyhq/tenancy/service"
 )
@@ -32,6 +33,9 @@ type testService struct {
 	stop   context.CancelFunc
 	done   chan struct{}
 	runErr error
+	// contract checks every response against the document the service
+	// serves (strict: statuses, headers, bodies, no undeclared members).
+	contract *contract.Checker
 }
 
 // wait waits (at most timeout) for Run to return and reports what it returned.
@@ -54,11 +58,18 @@ func startService(t testing.TB) *testService {
 
 func startServiceWith(t testing.TB, cfg service.Config) *testService {
 	t.Helper()
+	return startServiceWithProjections(t, cfg, true)
+}
+
+// startServiceWithProjections is startServiceWith, with the projections
+// running or not (a replica whose read model never catches up).
+func startServiceWithProjections(t testing.TB, cfg service.Config, projections bool) *testService {
+	t.Helper()
 	if cfg.DatabaseURL == "" {
 		cfg.DatabaseURL = pgtest.NewDatabase(t)
 	}
 	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.Migrate, cfg.Projections = true, true
+	cfg.Migrate, cfg.Projections = true, projections
 	cfg.DataDir = t.TempDir() // the development master key, not in the source tree
 	if _, bench := t.(*testing.B); !bench && cfg.MaxConns == 0 {
 		// Tests run side by side on one server of 100 connections.
@@ -82,6 +93,7 @@ func startServiceWith(t testing.TB, cfg service.Config) *testService {
 		defer close(s.done)
 		s.runErr = a.Run(runCtx)
 	}()
+	s.contract = contractOf(t, s.client, s.base)
 	t.Cleanup(func() {
 		stop()
 		if err, ok := s.wait(30 * time.Second); !ok {
@@ -93,6 +105,17 @@ func startServiceWith(t testing.TB, cfg service.Config) *testService {
 		a.Close()
 	})
 	return s
+}
+
+// contractOf loads the document the service at base serves into a
+// contract checker (cached per document).
+func contractOf(t testing.TB, client *http.Client, base string) *contract.Checker {
+	t.Helper()
+	c, err := contract.Fetch(client, base)
+	if err != nil {
+		t.Fatalf("the served document: %v", err)
+	}
+	return c
 }
 
 // response is a finished HTTP exchange.
@@ -157,6 +180,11 @@ func (s *testService) do(method, path string, body any, headers ...string) respo
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
 		s.t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	if s.contract != nil {
+		for _, v := range s.contract.CheckResponse(req, res, b) {
+			s.t.Errorf("%s %s answered %d, which the document does not allow: %s\n%.300s", method, path, res.StatusCode, v, b)
+		}
 	}
 	return response{status: res.StatusCode, header: res.Header, body: b}
 }

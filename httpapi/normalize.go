@@ -69,11 +69,24 @@ func canonicalizeRequest(req *http.Request, op *openapi3.Operation) bool {
 		if p == nil || p.In != openapi3.ParameterInQuery || p.Schema == nil || p.Schema.Value == nil {
 			continue
 		}
+		sc := p.Schema.Value
+		list := sc.Items != nil && sc.Items.Value != nil
 		vals := q[p.Name]
 		for i, v := range vals {
-			if c, ok := canonicalValue(v, p.Schema.Value); ok {
-				vals[i], changed = c, true
+			if !list {
+				if c, ok := canonicalValue(v, sc); ok {
+					vals[i], changed = c, true
+				}
+				continue
 			}
+			// A list (style form, explode false): comma-separated items.
+			parts := strings.Split(v, ",")
+			for j, part := range parts {
+				if c, ok := canonicalValue(strings.TrimSpace(part), sc.Items.Value); ok {
+					parts[j], changed = c, true
+				}
+			}
+			vals[i] = strings.Join(parts, ",")
 		}
 	}
 	if changed {

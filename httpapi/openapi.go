@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -39,6 +41,11 @@ func obj(p props, required ...string) schema {
 
 func str(desc string, maxLen int) schema {
 	return schema{"type": "string", "description": desc, "maxLength": maxLen}
+}
+
+// nameSchema is an organization name: it must hold a visible character.
+func nameSchema(desc string) schema {
+	return withRule(schema{"type": "string", "description": desc, "minLength": 1, "maxLength": 200, "pattern": `\S`}, "required")
 }
 
 func arr(items schema) schema { return schema{"type": "array", "items": items} }
@@ -83,8 +90,8 @@ func profileProps() props {
 
 func createSchema() schema {
 	p := profileProps()
-	p["id"] = schema{"type": "string", "format": "uuid", "description": "The tenant id to use (default: generated)."}
-	p["name"] = str("The organization's name; unique (case, white space and Unicode forms folded).", 200)
+	p["id"] = withRule(schema{"type": "string", "format": "uuid", "pattern": uuidPattern, "description": "The tenant id to use (default: generated)."}, "uuid")
+	p["name"] = nameSchema("The organization's name; unique (case, white space and Unicode forms folded).")
 	p["edition"] = enumOf("The edition (plan tier).", aggregate.Editions())
 	p["region"] = enumOf("Where the tenant's data lives (default: the service's DEFAULT_REGION, us-east-1 unless configured).", aggregate.Regions())
 	p["trial"] = schema{"type": "boolean", "description": "Start a trial when provisioning completes (default true)."}
@@ -94,7 +101,7 @@ func createSchema() schema {
 
 func legacyCreateSchema() schema {
 	return obj(props{
-		"name":    str("The organization's name.", 200),
+		"name":    nameSchema("The organization's name."),
 		"edition": enumOf("The edition.", aggregate.Editions()),
 		"region":  enumOf("The region (default: the service's DEFAULT_REGION).", aggregate.Regions()),
 	}, "name", "edition")
@@ -111,14 +118,21 @@ func legacySuspendSchema() schema {
 
 func patchSchema() schema {
 	p := profileProps()
-	p["name"] = str("A new name (unique).", 200)
-	return obj(p)
+	p["name"] = nameSchema("A new name (unique).")
+	s := obj(p)
+	s["minProperties"] = 1
+	s["x-rule"] = "at_least_one_field"
+	return s
 }
 
 func policySchema() schema {
 	return obj(props{
 		"enforced": schema{"type": "boolean", "description": "Enforced policies deny; others only warn (default true)."},
-		"settings": schema{"type": "object", "description": "The policy type's settings."},
+		"settings": schema{"type": "object", "description": "The policy type's settings: whole numbers, names and lists of names, by setting (minutes, cidrs, allowed_regions, start_hour…).",
+			"additionalProperties": schema{"anyOf": []any{
+				schema{"type": "integer"}, schema{"type": "string", "maxLength": 200},
+				schema{"type": "array", "items": schema{"type": "string", "maxLength": 200}},
+			}}},
 	})
 }
 
@@ -154,143 +168,140 @@ func legacyEvaluateSchema() schema {
 	return sc
 }
 
+// param is one query or header parameter of an operation.
+type param struct {
+	name, description string
+	schema            schema
+	required          bool
+	// in is "query" (the default) or "header"; list: a comma-separated
+	// array (style form, explode false).
+	in   string
+	list bool
+}
+
+// withRule names the rule the server reports (field rule, x-rule) when a
+// value breaks the schema s, where it is not the keyword's own.
+func withRule(s schema, rule string) schema {
+	s["x-rule"] = rule
+	return s
+}
+
+func listOf[T ~string](desc string, vals []T) param {
+	return param{description: desc, list: true, schema: schema{"type": "array", "items": enumOf("", vals)}}
+}
+
+func named(name string, p param) param { p.name = name; return p }
+
+func limitParamOf(max, def int) param {
+	return param{name: "limit", description: fmt.Sprintf("Page size, 1 to %d (default %d).", max, def),
+		schema: withRule(schema{"type": "integer", "minimum": 1, "maximum": max}, "range")}
+}
+
+var (
+	cursorParam     = param{name: "cursor", description: "next_cursor of the previous page.", schema: schema{"type": "string", "maxLength": 2000}}
+	consistentParam = param{name: "consistent_with", description: "A consistency token (X-Consistency-Token of a command's response): the read waits until the read model reached it.",
+		schema: withRule(schema{"type": "string", "pattern": positionPattern, "maxLength": 64}, "consistency_token")}
+)
+
+// uuidPattern is a UUID in its usual form (the request validator does not
+// check format uuid).
+const uuidPattern = `^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`
+
+// positionPattern is a feed position as the API hands it out (commit/prepare).
+const positionPattern = `^[0-9]+/[0-9]+$`
+
+func timeParamOf(name, desc string) param {
+	return param{name: name, description: desc + " (RFC 3339).", schema: withRule(schema{"type": "string", "format": "date-time"}, "date_time")}
+}
+
 func listParams() []param {
 	return []param{
-		{name: "status", description: "Comma-separated statuses.", schema: schema{"type": "string"}},
-		{name: "edition", description: "Comma-separated editions.", schema: schema{"type": "string"}},
-		{name: "region", description: "Comma-separated regions.", schema: schema{"type": "string"}},
-		{name: "billing_status", description: "Comma-separated billing statuses.", schema: schema{"type": "string"}},
-		{name: "label", description: "key=value (or key alone: has the label); repeatable.", schema: schema{"type": "string"}},
+		named("status", listOf("Comma-separated statuses.", aggregate.Statuses())),
+		named("edition", listOf("Comma-separated editions.", aggregate.Editions())),
+		named("region", listOf("Comma-separated regions.", aggregate.Regions())),
+		named("billing_status", listOf("Comma-separated billing statuses.", aggregate.BillingStatuses())),
+		{name: "label", description: "key=value (or key alone: has the label); repeatable.", schema: schema{"type": "array", "items": schema{"type": "string", "maxLength": 500}}},
 		{name: "name_prefix", description: "Names starting with this (case and white space folded).", schema: schema{"type": "string", "maxLength": 200}},
-		{name: "created_after", description: "RFC 3339 time.", schema: schema{"type": "string"}},
-		{name: "created_before", description: "RFC 3339 time.", schema: schema{"type": "string"}},
-		{name: "sort", description: "created_at (default), updated_at or name.", schema: schema{"type": "string"}},
-		{name: "order", description: "asc (default) or desc.", schema: schema{"type": "string"}},
-		{name: "limit", description: "Page size, 1 to 200 (default 50).", schema: schema{"type": "string"}},
-		{name: "cursor", description: "next_cursor of the previous page.", schema: schema{"type": "string"}},
-		{name: "consistent_with", description: "A consistency token; the read waits until the read model reached it.", schema: schema{"type": "string"}},
+		timeParamOf("created_after", "Tenants created at or after this time"),
+		timeParamOf("created_before", "Tenants created before this time"),
+		{name: "sort", description: "What to sort by (default created_at).", schema: enumOf("", []string{"created_at", "updated_at", "name"})},
+		{name: "order", description: "asc (default) or desc.", schema: enumOf("", []string{"asc", "desc"})},
+		limitParamOf(200, 50),
+		cursorParam,
+		consistentParam,
 	}
 }
 
 func eventParams() []param {
 	return []param{
-		{name: "type", description: "Comma-separated event types.", schema: schema{"type": "string"}},
-		{name: "after", description: "Events that occurred at or after this RFC 3339 time.", schema: schema{"type": "string"}},
-		{name: "before", description: "Events that occurred before this RFC 3339 time.", schema: schema{"type": "string"}},
-		{name: "limit", description: "Page size, 1 to 200 (default 50).", schema: schema{"type": "string"}},
-		{name: "cursor", description: "next_cursor of the previous page.", schema: schema{"type": "string"}},
-		{name: "consistent_with", description: "A consistency token.", schema: schema{"type": "string"}},
+		named("type", listOf("Comma-separated event types.", aggregate.EventTypes())),
+		timeParamOf("after", "Events that occurred at or after this time"),
+		timeParamOf("before", "Events that occurred before this time"),
+		limitParamOf(200, 50),
+		cursorParam,
+		consistentParam,
 	}
 }
 
-// components are the response schemas; responses are documented, not validated.
-func components(cat *aggregate.Catalog) schema {
-	open := func(p props) schema { return schema{"type": "object", "properties": p} }
-	transitions := make([]any, 0)
-	for _, t := range aggregate.Transitions() {
-		transitions = append(transitions, map[string]string{"from": string(t.From), "to": string(t.To), "command": string(t.Command)})
+// pathParamSchemas describe the path parameters, by name.
+func pathParamSchemas(cat *aggregate.Catalog) map[string]param {
+	keys := append(strs(cat.Features()), strs(cat.Limits())...)
+	return map[string]param{
+		"id":    {description: "Tenant id (UUID) or external id (ORG-XXXXXXXX); anything else answers 404.", schema: schema{"type": "string", "maxLength": 200}},
+		"type":  {description: "Policy type.", schema: withRule(enumOf("", aggregate.PolicyTypes()), "known_policy_type")},
+		"key":   {description: "A feature (set with enabled) or a limit (set with value) of the catalog.", schema: withRule(enumOf("", keys), "known_key")},
+		"name":  {description: "Projection name.", schema: schema{"type": "string", "maxLength": 200}},
+		"job":   {description: "Job id.", schema: schema{"type": "string", "maxLength": 200}},
+		"event": {description: "Event id (UUID).", schema: withRule(schema{"type": "string", "format": "uuid", "pattern": uuidPattern}, "uuid")},
 	}
-	decision := func() props {
-		return props{"decision": enumOf("", []string{"allow", "deny", "warn"}), "reason": schema{"type": "string"},
-			"violations": arr(schema{"type": "object"}), "upgrade_required": schema{"type": "boolean"}, "required_edition": schema{"type": "string"},
-			"retry_after_seconds": schema{"type": "integer"}, "rules": arr(schema{"type": "object"})}
-	}
-	legacy := decision()
-	legacy["allowed"] = schema{"type": "boolean", "description": "The original's answer: decision is allow or warn."}
-	legacy["required_upgrade"] = schema{"type": []string{"string", "null"}, "description": "The original's answer: the edition that lifts the denial, or null."}
+}
+
+// The headers the server sends, as components.
+func headerComponents() schema {
+	h := func(desc string, s schema) schema { return schema{"description": desc, "schema": s} }
+	str := schema{"type": "string"}
 	return schema{
-		"Tenant": open(props{
-			"id":                   schema{"type": "string", "format": "uuid"},
-			"external_id":          schema{"type": "string", "pattern": "^ORG-[0-9A-F]{8}$"},
-			"name":                 schema{"type": "string"},
-			"normalized_name":      schema{"type": "string"},
-			"status":               enumOf("The lifecycle status.", aggregate.Statuses()),
-			"edition":              enumOf("The edition.", aggregate.Editions()),
-			"region":               enumOf("The region.", aggregate.Regions()),
-			"billing_status":       enumOf("The billing standing.", aggregate.BillingStatuses()),
-			"contacts":             arr(contactSchema()),
-			"metadata":             stringMap(""),
-			"labels":               stringMap(""),
-			"compliance_standards": arr(schema{"type": "string"}),
-			"overrides":            schema{"type": "object"},
-			"policies":             schema{"type": "object"},
-			"trial_days":           schema{"type": "integer"},
-			"trial_ends_at":        dateTime(""),
-			"suspension":           schema{"type": "object"},
-			"cancellation":         schema{"type": "object"},
-			"migration":            schema{"type": "object"},
-			"termination":          schema{"type": "object"},
-			"created_at":           dateTime(""),
-			"updated_at":           dateTime(""),
-			"purged_at":            dateTime(""),
-			"version":              schema{"type": "integer", "description": "The tenant stream's version; the ETag."},
-			"allowed_commands":     arr(enumOf("", append(aggregate.Commands(), aggregate.CmdCreate))),
-		}),
-		"TenantPage": open(props{"items": arr(ref("Tenant")), "next_cursor": schema{"type": "string"}}),
-		"EventPage": open(props{"items": arr(open(props{
-			"event_id": schema{"type": "string", "format": "uuid"}, "type": enumOf("", aggregate.EventTypes()),
-			"schema_version": schema{"type": "integer"}, "version": schema{"type": "integer"}, "occurred_at": dateTime(""),
-			"position": schema{"type": "string"}, "data": schema{"type": "object"}, "metadata": schema{"type": "object"},
-		})), "next_cursor": schema{"type": "string"}}),
-		"Entitlements": open(props{"edition": enumOf("", aggregate.Editions()), "features": schema{"type": "object"}, "limits": schema{"type": "object"}, "overrides": schema{"type": "object"}}),
-		"Transitions": open(props{"status": enumOf("", aggregate.Statuses()), "allowed_commands": arr(schema{"type": "string"}),
-			"transitions": arr(open(props{"command": schema{"type": "string"}, "to": schema{"type": "string"}}))}),
-		"PolicyDecision":       open(decision()),
-		"LegacyPolicyDecision": open(legacy),
-		"Catalog":              open(props{"version": schema{"type": "string", "const": cat.Version()}, "editions": arr(schema{"type": "object"})}),
-		"History": open(props{"tenant_id": schema{"type": "string", "format": "uuid"}, "redacted": schema{"type": "boolean"},
-			"items": arr(open(props{"version": schema{"type": "integer"}, "occurred_at": dateTime(""), "type": enumOf("", aggregate.EventTypes()),
-				"event_id": schema{"type": "string"}, "actor": schema{"type": "string"}, "correlation_id": schema{"type": "string"},
-				"command": schema{"type": "string"}, "data": schema{"type": "object"}, "changes": arr(schema{"type": "object"})})),
-			"next_cursor": schema{"type": "string"}}),
-		"Export": open(props{"generated_at": dateTime(""), "tenant": ref("Tenant"), "events": arr(schema{"type": "object"}), "redacted": schema{"type": "boolean"}}),
-		"Projections": open(props{"projections": arr(open(props{"name": schema{"type": "string"}, "state": schema{"type": "string"},
-			"position": schema{"type": "string"}, "head": schema{"type": "string"}, "lag_events": schema{"type": "integer"},
-			"lag_seconds": schema{"type": "number"}, "failures": schema{"type": "integer"}, "holder": schema{"type": "string"},
-			"last_error": schema{"type": "string"}}))}),
-		"ProjectionFailures": open(props{"projection": schema{"type": "string"}, "failures": arr(open(props{
-			"event_id": schema{"type": "string", "format": "uuid"}, "position": schema{"type": "string"}, "stream": schema{"type": "string"},
-			"event_type": schema{"type": "string"}, "error": schema{"type": "string"}, "attempts": schema{"type": "integer"},
-			"first_failed_at": dateTime(""), "last_failed_at": dateTime(""),
-			"status": enumOf("", []string{"halted", "skipped", "retry", "resolved"})}))}),
-		"FailureAction": open(props{"projection": schema{"type": "string"}, "skipped": schema{"type": "string", "format": "uuid"},
-			"retried": schema{"type": "integer", "description": "How many halted failures were sent back for another try."}}),
-		"TenantCounts": open(props{"total": schema{"type": "integer"},
-			"by_status":             schema{"type": "object", "additionalProperties": schema{"type": "integer"}},
-			"by_edition":            schema{"type": "object", "additionalProperties": schema{"type": "integer"}},
-			"by_status_and_edition": schema{"type": "object", "additionalProperties": schema{"type": "object", "additionalProperties": schema{"type": "integer"}}}}),
-		"Job": open(props{"id": schema{"type": "string"}, "kind": schema{"type": "string"}, "projection": schema{"type": "string"},
-			"state": enumOf("", []string{"running", "succeeded", "failed"}), "phase": schema{"type": "string"}, "processed": schema{"type": "integer"},
-			"total": schema{"type": "integer"}, "percent": schema{"type": "number"}, "events_per_second": schema{"type": "number"},
-			"eta_seconds": schema{"type": "number"}, "error": schema{"type": "string"}, "started_at": dateTime(""), "finished_at": dateTime("")}),
-		"Health": open(props{"status": enumOf("", []string{"ok", "degraded", "down"}), "checks": schema{"type": "object"},
-			"replica": open(props{"status": enumOf("", []string{"ok", "paused", "down"}), "standby": schema{"type": "boolean"},
-				"replay_paused": schema{"type": "boolean"},
-				"lag_bytes":     schema{"type": "integer", "description": "The primary's WAL the read replica (DATABASE_READ_URL) has not replayed yet."},
-				"lag_seconds":   schema{"type": "number", "description": "While behind, how long ago the replica replayed its last transaction."},
-				"error":         schema{"type": "string"}})}),
-		"ServiceInfo": open(props{"service": schema{"type": "string"}, "version": schema{"type": "string"},
-			"links": schema{"type": "object", "additionalProperties": schema{"type": "string"}}}),
-		"Problem": open(props{
-			"type": schema{"type": "string", "format": "uri"}, "title": schema{"type": "string"}, "status": schema{"type": "integer"},
-			"detail": schema{"type": "string"}, "instance": schema{"type": "string"}, "field": schema{"type": "string"}, "rule": schema{"type": "string"},
-			"errors": arr(schema{"type": "object"}), "current_status": enumOf("", aggregate.Statuses()), "command": schema{"type": "string"},
-			"allowed_commands": arr(schema{"type": "string"}), "conflicts": arr(schema{"type": "string"}), "correlation_id": schema{"type": "string"},
-		}),
-		"LifecycleTable": schema{"description": "The lifecycle state machine, as the server enforces it.", "const": transitions},
+		"X-Correlation-Id": h("The request's correlation id (the client's X-Correlation-Id, or a new one); also in problems and in the events the request wrote.", str),
+		"ETag":             h("The tenant's version as a weak entity tag (W/\"3\"); send it in If-Match or If-None-Match.", schema{"type": "string", "pattern": `^W/"[0-9]+"$`}),
+		"X-Consistency-Token": h("The position of the command's last event: send it on a read (header or consistent_with) to see this write.",
+			schema{"type": "string", "pattern": positionPattern}),
+		"Location":            h("Where the created resource is.", str),
+		"Idempotent-Replayed": h("true when the answer is the first outcome of this Idempotency-Key, sent again.", schema{"type": "string", "enum": []string{"true"}}),
+		"WWW-Authenticate":    h("The bearer challenge (RFC 6750): error and scope say what was wrong.", str),
+		"Retry-After":         h("Seconds to wait before retrying.", schema{"type": "integer", "minimum": 0}),
+		"Content-Disposition": h("attachment, with a file name for the export.", str),
 	}
 }
 
-// buildDocument writes the OpenAPI 3.1 document of routes.
+func headerRefs(names ...string) schema {
+	out := schema{}
+	for _, n := range names {
+		out[n] = schema{"$ref": "#/components/headers/" + n}
+	}
+	return out
+}
+
+// buildDocument writes the OpenAPI 3.1 document of routes. The response
+// schemas are derived from the routes' result types (wireSchemas).
 func buildDocument(routes []route, cat *aggregate.Catalog, version string) schema {
 	if version == "" {
 		version = "dev"
 	}
-	problem := func(desc string) schema {
-		return schema{"description": desc, "content": schema{"application/problem+json": schema{"schema": ref("Problem")}}}
+	w := newWireSchemas(cat)
+	problemRef := w.ref(Problem{})
+	// The problem responses are components, each named for its status and
+	// meaning, so an operation refers to them instead of repeating them.
+	responseComponents := schema{}
+	problem := func(name, desc string, headers ...string) schema {
+		responseComponents[name] = schema{"description": desc, "headers": headerRefs(append([]string{"X-Correlation-Id"}, headers...)...),
+			"content": schema{"application/problem+json": schema{"schema": problemRef}}}
+		return schema{"$ref": "#/components/responses/" + name}
 	}
 	paths := schema{}
+	pathSchemas := pathParamSchemas(cat)
+	tags := map[string]bool{}
 	for _, r := range routes {
+		tags[r.tag] = true
 		item, _ := paths[r.path].(schema)
 		if item == nil {
 			item = schema{}
@@ -298,95 +309,154 @@ func buildDocument(routes []route, cat *aggregate.Catalog, version string) schem
 		}
 		var params []any
 		for _, name := range pathParams(r.path) {
-			params = append(params, schema{"name": name, "in": "path", "required": true, "schema": schema{"type": "string", "maxLength": 200},
-				"description": map[string]string{"id": "Tenant id (UUID) or external id (ORG-XXXXXXXX).", "type": "Policy type.", "key": "Feature or limit key.",
-					"name": "Projection name.", "job": "Job id.", "event": "Event id (UUID)."}[name]})
+			p := pathSchemas[name]
+			params = append(params, schema{"name": name, "in": "path", "required": true, "schema": p.schema, "description": p.description})
 		}
 		for _, p := range r.query {
-			params = append(params, schema{"name": p.name, "in": "query", "required": p.required, "schema": p.schema, "description": p.description})
+			in := p.in
+			if in == "" {
+				in = "query"
+			}
+			ps := schema{"name": p.name, "in": in, "required": p.required, "schema": p.schema, "description": p.description}
+			if p.list {
+				ps["style"], ps["explode"] = "form", false
+			}
+			params = append(params, ps)
 		}
 		if r.command {
 			params = append(params,
-				schema{"name": "If-Match", "in": "header", "schema": schema{"type": "string"}, "description": "Fail with 412 unless the tenant is at this version (an ETag)."},
-				schema{"name": "Idempotency-Key", "in": "header", "schema": schema{"type": "string", "maxLength": 255},
-					"description": "Makes the command idempotent. The key is the caller's own (token subject and tenant binding) and is bound to the request (method, route, path parameters, canonical body): the same request with the same key answers the first outcome again (Idempotent-Replayed: true) and applies nothing twice; another request with the same key answers 422. A copy sent while the first is in flight waits for it. A refused command is not remembered. Keys do not expire."})
+				schema{"name": "If-Match", "in": "header", "schema": withRule(schema{"type": "string", "pattern": `^(\*|(W/)?"?[0-9]+"?)$`, "maxLength": 30}, "etag"),
+					"description": "Fail with 412 unless the tenant is at this version (an ETag this API returned, such as W/\"3\")."})
+		}
+		if r.idempotent() {
+			params = append(params, schema{"name": "Idempotency-Key", "in": "header", "schema": schema{"type": "string", "maxLength": 255},
+				"description": "Makes the command idempotent. The key is the caller's own (token subject and tenant binding) and is bound to the request (method, route, path parameters, canonical body): the same request with the same key answers the first outcome again (Idempotent-Replayed: true) and applies nothing twice; another request with the same key answers 422. A copy sent while the first is in flight waits for it. A refused command is not remembered. Keys do not expire."})
 		}
 		if r.consistent {
-			params = append(params, schema{"name": "X-Consistency-Token", "in": "header", "schema": schema{"type": "string"},
+			params = append(params, schema{"name": "X-Consistency-Token", "in": "header", "schema": withRule(schema{"type": "string", "pattern": positionPattern, "maxLength": 64}, "consistency_token"),
 				"description": "Wait (up to 2 s) until the read model has reached this token from a command's response; 503 otherwise. A token beyond the last event the store holds answers 400 at once."})
 			desc := "strong (the default): the read waits (up to 2 s) until the read model holds the caller's own last write (remembered per token subject, and carried in the tenancy_last_write cookie for other replicas), so a client reads its own writes without a token. eventual: answer from the read model as it is."
 			if r.operationID == "getTenant" || r.operationID == "legacyGetOrganization" {
 				desc = "strong (the default): the read waits (up to 2 s) until the read model holds every change made to the tenant so far, so a client reads its own writes without a token. eventual: answer from the read model as it is."
+				params = append(params, schema{"name": "If-None-Match", "in": "header", "schema": schema{"type": "string", "maxLength": 30},
+					"description": "An ETag from an earlier read: 304 (no body) while the tenant is still at that version."})
 			}
 			params = append(params, schema{"name": "Consistency", "in": "header", "schema": schema{"type": "string", "enum": []string{"strong", "eventual"}}, "description": desc})
 		}
 		responses := schema{
-			"400": problem("The request breaks a rule; field and rule say which (a JSON body must be valid UTF-8 and name each member once)."),
-			"404": problem("No such tenant."),
-			"500": problem("Internal error."),
+			"400": problem("BadRequest", "The request breaks a rule: field and rule say which, errors[] lists each one (a JSON body must be valid UTF-8 and name each member once)."),
+			"404": problem("NotFound", "No such tenant, projection, job or event (or no such route)."),
+			"500": problem("InternalError", "Internal error (logged with the correlation id)."),
 		}
-		ok := schema{"description": "Success."}
-		if r.result != "" {
-			ok["content"] = schema{"application/json": schema{"schema": ref(r.result)}}
+		okHeaders := []string{"X-Correlation-Id"}
+		if r.command {
+			okHeaders = append(okHeaders, "ETag", "X-Consistency-Token")
+			if r.idempotent() {
+				okHeaders = append(okHeaders, "Idempotent-Replayed")
+			}
+			responses["412"] = problem("PreconditionFailed", "If-Match does not match the tenant's version.")
+		}
+		if r.status == http.StatusCreated || r.status == http.StatusAccepted {
+			okHeaders = append(okHeaders, "Location")
+		}
+		if r.operationID == "getTenant" || r.operationID == "legacyGetOrganization" {
+			okHeaders = append(okHeaders, "ETag")
+			responses["304"] = schema{"description": "Not modified: the tenant is still at the version If-None-Match names.", "headers": headerRefs("X-Correlation-Id", "ETag")}
+		}
+		if r.operationID == "exportTenant" {
+			okHeaders = append(okHeaders, "ETag", "Content-Disposition")
+		}
+		if r.method != http.MethodGet {
+			responses["409"] = problem("Conflict", "Not allowed in the tenant's status (current_status, allowed_commands), a rule of its state, a feature its edition lacks (feature, required_edition), or a conflict (such as a rebuild already running); concurrent-modification carries Retry-After.", "Retry-After")
+			responses["408"] = problem("RequestTimeout", "The request body did not arrive within the body deadline (HTTP_BODY_TIMEOUT, default 30 s).")
+			responses["413"] = problem("PayloadTooLarge", "Body larger than 1 MiB, or (on EventStoreDB) events larger than the store takes in one write: field names the largest member, rule max_append_size.")
+			responses["415"] = problem("UnsupportedMediaType", "The body is not application/json.")
+		}
+		if r.idempotent() {
+			responses["422"] = problem("IdempotencyKeyReused", "Idempotency-Key reused with another request.")
+		}
+		switch {
+		case r.tag == "health":
+			responses["503"] = schema{"description": "Not ready, or a critical dependency is down (status down).", "headers": headerRefs("X-Correlation-Id"),
+				"content": schema{"application/json": schema{"schema": w.ref(r.result)}}}
+		case r.consistent:
+			responses["503"] = problem("ReadModelBehind", "The read model did not reach the consistency token in time, or the database cannot be reached.", "Retry-After")
+		default:
+			responses["503"] = problem("Unavailable", "The database cannot be reached right now; retry (a command with the same Idempotency-Key).", "Retry-After")
+		}
+		if scope := r.scopeFor(); scope != "" {
+			responses["401"] = problem("Unauthorized", "No valid bearer token.", "WWW-Authenticate")
+			responses["403"] = problem("Forbidden", "The token lacks the operation's scope (see security), or is bound to one tenant and the route is not for it.", "WWW-Authenticate")
+		}
+		ok := schema{"description": "Success.", "headers": headerRefs(okHeaders...)}
+		if r.result != nil {
+			ok["content"] = schema{"application/json": schema{"schema": w.ref(r.result)}}
 		}
 		if r.stream {
 			ok["content"] = schema{"text/event-stream": schema{"schema": schema{"type": "string",
 				"description": "Server-sent events: each has id (its feed position) and data (one JSON object: event_id, type, stream, tenant_id, version, position, occurred_at, actor, correlation_id, command)."}}}
 		}
-		if r.command {
-			ok["headers"] = schema{
-				"ETag":                schema{"schema": schema{"type": "string"}, "description": "The tenant's new version."},
-				"X-Consistency-Token": schema{"schema": schema{"type": "string"}, "description": "Send on a read to see this write."},
-			}
-			responses["409"] = problem("Not allowed in the tenant's status (current_status, allowed_commands), a rule of its state, or a conflict.")
-			responses["412"] = problem("If-Match does not match the tenant's version.")
-			responses["413"] = problem("Body larger than 1 MiB, or (on EventStoreDB) events larger than the store takes in one write: field names the largest member, rule max_append_size.")
-			responses["422"] = problem("Idempotency-Key reused with another request.")
-		}
-		if r.consistent {
-			responses["503"] = problem("The read model did not reach the consistency token in time, or the database cannot be reached (Retry-After).")
-		} else if r.tag != "health" {
-			responses["503"] = problem("The database cannot be reached right now (Retry-After); retry, a command with the same Idempotency-Key.")
-		}
-		if r.method != http.MethodGet {
-			responses["408"] = problem("The request body did not arrive within the body deadline (HTTP_BODY_TIMEOUT, default 30 s).")
-		}
-		if scope := r.scopeFor(); scope != "" {
-			responses["401"] = problem("No valid bearer token.")
-			responses["403"] = problem("The token lacks the scope " + scope + " (or is bound to one tenant and the route is not for it).")
-		}
 		responses[fmt.Sprint(r.status)] = ok
-		op := schema{"operationId": r.operationID, "summary": r.summary, "tags": []string{r.tag}, "responses": responses}
+		desc := r.description
+		if desc == "" {
+			desc = r.summary + "."
+		}
+		op := schema{"operationId": r.operationID, "summary": r.summary, "description": desc, "tags": []string{r.tag}, "responses": responses}
 		if scope := r.scopeFor(); scope != "" {
 			op["security"] = []any{schema{"bearer": []string{scope}}}
 		} else {
 			op["security"] = []any{}
 		}
-		if r.description != "" {
-			op["description"] = r.description
-		}
 		if len(params) > 0 {
 			op["parameters"] = params
 		}
 		if r.body != nil {
-			op["requestBody"] = schema{"required": r.bodyRequired, "content": schema{"application/json": schema{"schema": r.body}}}
+			op["requestBody"] = schema{"required": r.bodyRequired || r.body["required"] != nil || r.body["minProperties"] != nil,
+				"content": schema{"application/json": schema{"schema": r.body}}}
 		}
 		item[strings.ToLower(r.method)] = op
 	}
+	var tagList []any
+	for _, t := range slices.Sorted(maps.Keys(tags)) {
+		tagList = append(tagList, schema{"name": t, "description": tagDescriptions[t]})
+	}
+	transitions := make([]any, 0)
+	for _, t := range aggregate.Transitions() {
+		transitions = append(transitions, map[string]string{"from": string(t.From), "to": string(t.To), "command": string(t.Command)})
+	}
+	schemas := w.components
+	schemas["LifecycleTable"] = schema{"description": "The lifecycle state machine, as the server enforces it.", "const": transitions}
 	return schema{
 		"openapi": "3.1.0",
 		"info": schema{"title": "Tenancy service", "version": version,
+			"license": schema{"name": "Apache-2.0", "identifier": "Apache-2.0"},
+			"contact": schema{"name": "Tenancy maintainers", "url": "https://tenancy.dev"},
 			"description": "The system of record for tenant organizations: lifecycle, editions, policies and billing standing. " +
 				"Every change is an event; commands answer from the tenant's event stream, reads from the read model. " +
-				"Errors are RFC 9457 problem details. " +
+				"Errors are RFC 9457 problem details; a method a path does not serve answers 405 (method-not-allowed). " +
+				"Enum values are listed in their canonical spelling; requests may also use other letter cases (edition PROFESSIONAL, region US_EAST_1), which the server normalises. " +
 				"Operators: the [console](/console/) finds tenants, shows their history and acts on them through this API."},
-		"paths": paths,
-		"components": schema{"schemas": components(cat), "securitySchemes": schema{
+		"servers": []any{schema{"url": "/", "description": "The service itself (the document is served at /openapi.json)."}},
+		"tags":    tagList,
+		"paths":   paths,
+		"components": schema{"schemas": schemas, "responses": responseComponents, "headers": headerComponents(), "securitySchemes": schema{
 			"bearer": schema{"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
 				"description": "Scopes (claim scope, space-separated): tenancy:read, tenancy:write, tenancy:admin, each including the ones before it. A claim tenant_id binds the token to one tenant."},
 		}},
 		"security": []any{schema{"bearer": []string{}}},
 	}
+}
+
+// tagDescriptions describe the operations' groups.
+var tagDescriptions = map[string]string{
+	"tenants":      "Create, read, list and change tenants.",
+	"lifecycle":    "The lifecycle commands and the transitions a tenant accepts.",
+	"policies":     "A tenant's policies and their evaluation.",
+	"entitlements": "Editions, features, limits and overrides.",
+	"audit":        "A tenant's history and export, from its event stream.",
+	"legacy":       "The original service's routes, kept working.",
+	"admin":        "Projection operations and the live event feed (tenancy:admin).",
+	"health":       "Probes and service information.",
 }
 
 var pathParamPattern = regexp.MustCompile(`\{([a-z_]+)\}`)
@@ -444,7 +514,8 @@ func newOpenAPI(doc schema) (*openAPI, error) {
 // ones whose meaning OpenAPI 3.0 and JSON Schema 2020-12 share.
 var requestKeywords = []string{
 	"type", "properties", "additionalProperties", "required", "items", "enum",
-	"maxLength", "minimum", "maximum", "format", "description",
+	"maxLength", "minLength", "pattern", "minProperties", "minimum", "maximum", "format", "description", "anyOf",
+	"x-rule", // not a keyword: the rule the server names (withRule)
 }
 
 // validate checks the request against its operation in the document.
@@ -612,6 +683,11 @@ func schemaField(se *openapi3.SchemaError) (string, string) {
 	if rule == "" {
 		rule = field
 	}
+	if se.Schema != nil {
+		if r, ok := se.Schema.Extensions["x-rule"].(string); ok {
+			rule = r
+		}
+	}
 	if field == "additionalProperties" || field == "required" {
 		if m := quotedProperty.FindStringSubmatch(se.Reason); m != nil && (len(path) == 0 || path[len(path)-1] != m[1]) {
 			path = append(slices.Clone(path), m[1])
@@ -620,5 +696,22 @@ func schemaField(se *openapi3.SchemaError) (string, string) {
 	if len(path) == 0 {
 		return "body", rule
 	}
-	return strings.Join(path, "."), rule
+	return fieldPath(path), rule
+}
+
+// fieldPath writes a path of members and indices as every error names a
+// field: contacts[0].email (the one shape, also checkJSON's).
+func fieldPath(segments []string) string {
+	var b strings.Builder
+	for _, seg := range segments {
+		if _, err := strconv.Atoi(seg); err == nil && b.Len() > 0 {
+			b.WriteString("[" + seg + "]")
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(seg)
+	}
+	return b.String()
 }

@@ -210,6 +210,13 @@ func writeProblem(c echo.Context, p *Problem) error {
 		p.Instance = c.Request().URL.Path
 	}
 	p.CorrelationID = correlationID(c)
+	if p.Status == http.StatusBadRequest && len(p.Errors) == 0 {
+		// Every 400 names its field and rule, and lists them in errors[].
+		if p.Field == "" {
+			p.Field, p.Rule = "body", "malformed"
+		}
+		p.Errors = []FieldError{{Field: p.Field, Rule: p.Rule, Message: p.Detail}}
+	}
 	if p.retryAfter > 0 {
 		c.Response().Header().Set("Retry-After", fmt.Sprint(p.retryAfter))
 	}

@@ -20,21 +20,16 @@ type route struct {
 	body         schema
 	bodyRequired bool
 	query        []param
-	// status is the success status; result the success body's component
-	// schema; stream: the body is server-sent events (text/event-stream).
+	// status is the success status; result a value of the Go type the
+	// handler encodes (the document's schema is derived from it; nil: no
+	// body); stream: the body is server-sent events (text/event-stream).
 	status int
-	result string
+	result any
 	stream bool
 	// command routes accept If-Match and answer ETag and X-Consistency-Token;
 	// consistent reads honour X-Consistency-Token.
 	command, consistent bool
 	handler             echo.HandlerFunc
-}
-
-type param struct {
-	name, description string
-	schema            schema
-	required          bool
 }
 
 // idempotent reports whether the route takes an Idempotency-Key.
@@ -140,7 +135,7 @@ func (s *Server) verbs() []verb {
 			decodeAs(func(emptyRequest) aggregate.Command { return aggregate.ExpireTrial{} })},
 		{aggregate.CmdCompleteCancellation, "Make a due cancellation take effect (the cancellation timer sends this; refused before effective_at)", obj(props{}),
 			decodeAs(func(emptyRequest) aggregate.Command { return aggregate.CompleteCancellation{} })},
-		{name: aggregate.CmdRename, summary: "Rename the tenant (as PATCH with name)", body: obj(props{"name": str("The new name (unique).", 200)}, "name"),
+		{name: aggregate.CmdRename, summary: "Rename the tenant (as PATCH with name)", body: obj(props{"name": nameSchema("The new name (unique).")}, "name"),
 			decode: decodeAs(func(r renameRequest) aggregate.Command { return aggregate.Rename{Name: r.Name} })},
 		{name: aggregate.CmdUpdateProfile, summary: "Replace parts of the tenant's profile (as PATCH without name)", body: obj(profileProps()),
 			decode: decodeProfile},
@@ -210,24 +205,24 @@ func (s *Server) routes() []route {
 	rs := []route{
 		{method: http.MethodPost, path: tenants, operationID: "createTenant", tag: "tenants",
 			summary: "Create a tenant (PROVISIONING)", body: createSchema(), bodyRequired: true,
-			status: http.StatusCreated, result: "Tenant", command: true, handler: s.createTenant},
+			status: http.StatusCreated, result: tenantView{}, command: true, handler: s.createTenant},
 		{method: http.MethodGet, path: tenants, operationID: "listTenants", tag: "tenants",
 			summary: "List tenants with filters, sorting and cursor pagination", query: listParams(),
-			status: http.StatusOK, result: "TenantPage", consistent: true, handler: s.listTenants},
+			status: http.StatusOK, result: tenantPage{}, consistent: true, handler: s.listTenants},
 		{method: http.MethodGet, path: tenants + "/stats", operationID: "countTenants", tag: "tenants",
 			summary: "How many tenants are in each status and edition (a tenant-bound token counts its own tenant only)",
-			status:  http.StatusOK, result: "TenantCounts", consistent: true, handler: s.countTenants},
+			status:  http.StatusOK, result: tenantCounts{}, consistent: true, handler: s.countTenants},
 		{method: http.MethodGet, path: tenant, operationID: "getTenant", tag: "tenants",
 			summary: "Get a tenant by id or external id (with as_of or version: its state then, folded from its event stream)",
 			query: []param{
-				{name: "as_of", description: "RFC 3339 time: the state at that moment, from the event stream (404 before creation).", schema: schema{"type": "string"}},
-				{name: "version", description: "Stream version: the state after that event, from the event stream.", schema: schema{"type": "string"}},
-				{name: "consistent_with", description: "A consistency token.", schema: schema{"type": "string"}},
+				timeParamOf("as_of", "The state at that moment, from the event stream (404 before creation)"),
+				{name: "version", description: "Stream version: the state after that event, from the event stream.", schema: withRule(schema{"type": "integer", "minimum": 0}, "integer")},
+				consistentParam,
 			},
-			status: http.StatusOK, result: "Tenant", consistent: true, handler: s.getTenant},
+			status: http.StatusOK, result: tenantView{}, consistent: true, handler: s.getTenant},
 		{method: http.MethodPatch, path: tenant, operationID: "updateTenant", tag: "tenants",
 			summary: "Rename the tenant or replace parts of its profile", body: patchSchema(), bodyRequired: true,
-			status: http.StatusOK, result: "Tenant", command: true, handler: s.patchTenant},
+			status: http.StatusOK, result: tenantView{}, command: true, handler: s.patchTenant},
 	}
 	for _, v := range s.verbs() {
 		op := verbOperationIDs[v.name]
@@ -235,56 +230,53 @@ func (s *Server) routes() []route {
 			op = operationID(v.name)
 		}
 		rs = append(rs, route{method: http.MethodPost, path: tenant + "/" + string(v.name), operationID: op, tag: "lifecycle",
-			summary: v.summary, body: v.body, status: http.StatusOK, result: "Tenant", command: true, handler: s.runVerb(v)})
+			summary: v.summary, body: v.body, status: http.StatusOK, result: tenantView{}, command: true, handler: s.runVerb(v)})
 	}
 	rs = append(rs,
 		route{method: http.MethodPut, path: tenant + "/policies/{type}", operationID: "setPolicy", tag: "policies",
-			summary: "Set a policy", body: policySchema(), bodyRequired: true, status: http.StatusOK, result: "Tenant", command: true, handler: s.setPolicy},
+			summary: "Set a policy", body: policySchema(), bodyRequired: true, status: http.StatusOK, result: tenantView{}, command: true, handler: s.setPolicy},
 		route{method: http.MethodDelete, path: tenant + "/policies/{type}", operationID: "removePolicy", tag: "policies",
-			summary: "Remove a policy", status: http.StatusOK, result: "Tenant", command: true, handler: s.removePolicy},
+			summary: "Remove a policy", status: http.StatusOK, result: tenantView{}, command: true, handler: s.removePolicy},
 		route{method: http.MethodPut, path: tenant + "/overrides/{key}", operationID: "setOverride", tag: "entitlements",
 			summary: "Override a feature (enabled) or a limit (value) of the edition", body: overrideSchema(), bodyRequired: true,
-			status: http.StatusOK, result: "Tenant", command: true, handler: s.setOverride},
+			status: http.StatusOK, result: tenantView{}, command: true, handler: s.setOverride},
 		route{method: http.MethodDelete, path: tenant + "/overrides/{key}", operationID: "clearOverride", tag: "entitlements",
-			summary: "Return a feature or limit to the edition's value", status: http.StatusOK, result: "Tenant", command: true, handler: s.clearOverride},
+			summary: "Return a feature or limit to the edition's value", status: http.StatusOK, result: tenantView{}, command: true, handler: s.clearOverride},
 		route{method: http.MethodGet, path: tenant + "/events", operationID: "listTenantEvents", tag: "tenants",
-			summary: "The tenant's events, oldest first", query: eventParams(), status: http.StatusOK, result: "EventPage", consistent: true, handler: s.listEvents},
+			summary: "The tenant's events, oldest first", query: eventParams(), status: http.StatusOK, result: eventPage{}, consistent: true, handler: s.listEvents},
 		route{method: http.MethodGet, path: tenant + "/history", operationID: "getTenantHistory", tag: "audit",
 			summary: "The tenant's timeline from its event stream: each event with who, why and what changed (redacted after purge)",
-			query: []param{
-				{name: "limit", description: "Page size, 1 to 500 (default 100).", schema: schema{"type": "string"}},
-				{name: "cursor", description: "next_cursor of the previous page.", schema: schema{"type": "string"}},
-			},
-			status: http.StatusOK, result: "History", handler: s.getHistory},
+			query:   []param{limitParamOf(500, 100), cursorParam},
+			status:  http.StatusOK, result: historyPage{}, handler: s.getHistory},
 		route{method: http.MethodGet, path: tenant + "/export", operationID: "exportTenant", tag: "audit",
 			summary: "Everything held about the tenant (GDPR access request): its state and every event",
-			status:  http.StatusOK, result: "Export", handler: s.exportTenant},
+			status:  http.StatusOK, result: exportView{}, handler: s.exportTenant},
 		route{method: http.MethodGet, path: tenant + "/entitlements", operationID: "getEntitlements", tag: "entitlements",
-			summary: "Effective features and limits (edition with overrides)", status: http.StatusOK, result: "Entitlements", consistent: true, handler: s.getEntitlements},
+			summary: "Effective features and limits (edition with overrides)", status: http.StatusOK, result: entitlementsView{}, consistent: true, handler: s.getEntitlements},
 		route{method: http.MethodGet, path: tenant + "/transitions", operationID: "getTransitions", tag: "lifecycle",
-			summary: "The commands the tenant accepts now, and the status each leads this tenant to (narrowed by its state: where a resume or a revert returns to, a deadline that passed)", status: http.StatusOK, result: "Transitions", consistent: true, handler: s.getTransitions},
+			summary: "The commands the tenant accepts now, and the status each leads this tenant to (narrowed by its state: where a resume or a revert returns to, a deadline that passed)", status: http.StatusOK, result: transitionsView{}, consistent: true, handler: s.getTransitions},
 		route{method: http.MethodPost, path: tenant + "/policy/evaluate", operationID: "evaluatePolicy", tag: "policies",
 			summary: "May this tenant do this now? (allow, deny or warn, with every rule checked)", body: evaluateSchema(), bodyRequired: true,
-			status: http.StatusOK, result: "PolicyDecision", consistent: true, handler: s.evaluatePolicy},
+			status: http.StatusOK, result: aggregate.Decision{}, consistent: true, handler: s.evaluatePolicy},
 		route{method: http.MethodGet, path: "/api/v1/editions", operationID: "listEditions", tag: "entitlements",
-			summary: "The edition catalog", status: http.StatusOK, result: "Catalog", handler: s.listEditions},
+			summary: "The edition catalog", status: http.StatusOK, result: catalogView{}, handler: s.listEditions},
 
 		// The original service's routes, kept working on the same handlers.
 		route{method: http.MethodPost, path: "/organizations", operationID: "legacyCreateOrganization", tag: "legacy",
 			summary: "Create an organization (original API)", body: legacyCreateSchema(), bodyRequired: true,
-			status: http.StatusCreated, result: "Tenant", command: true, handler: s.legacyCreate},
+			status: http.StatusCreated, result: tenantView{}, command: true, handler: s.legacyCreate},
 		route{method: http.MethodGet, path: "/organizations/{id}", operationID: "legacyGetOrganization", tag: "legacy",
-			summary: "Get an organization (original API)", status: http.StatusOK, result: "Tenant", consistent: true, handler: s.getTenant},
+			summary: "Get an organization (original API)", status: http.StatusOK, result: tenantView{}, consistent: true, handler: s.getTenant},
 		route{method: http.MethodPut, path: "/organizations/{id}/suspend", operationID: "legacySuspendOrganization", tag: "legacy",
 			summary: "Suspend an organization (original API; reason defaults to admin_action)", body: legacySuspendSchema(),
-			status: http.StatusOK, result: "Tenant", command: true, handler: s.legacySuspend},
+			status: http.StatusOK, result: tenantView{}, command: true, handler: s.legacySuspend},
 		route{method: http.MethodPut, path: "/organizations/{id}/activate", operationID: "legacyActivateOrganization", tag: "legacy",
 			summary: "Activate an organization (original API): completes provisioning, converts a trial or resumes (to where it was suspended from: a suspended trial stays a trial), as its status needs",
-			status:  http.StatusOK, result: "Tenant", command: true, handler: s.legacyActivate},
+			status:  http.StatusOK, result: tenantView{}, command: true, handler: s.legacyActivate},
 		route{method: http.MethodPost, path: "/organizations/{id}/policies", operationID: "legacyEvaluatePolicy", tag: "legacy",
 			summary: "Evaluate a policy request (original API): any action name (one the catalog does not know needs no feature; status, quota, region, network and time rules apply), with the original's allowed and required_upgrade",
 			body:    legacyEvaluateSchema(), bodyRequired: true,
-			status: http.StatusOK, result: "LegacyPolicyDecision", consistent: true, handler: s.legacyEvaluatePolicy},
+			status: http.StatusOK, result: legacyDecision{}, consistent: true, handler: s.legacyEvaluatePolicy},
 	)
 	rs = append(rs, s.adminRoutes()...)
 	rs = append(rs, s.healthRoutes()...)

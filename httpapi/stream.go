@@ -55,7 +55,7 @@ func streamRoute(s *Server) route {
 		summary: "The live feed of tenant events, as server-sent events (one JSON object per event: type, tenant, version, position, actor, correlation id; no event data)",
 		description: "Follows the global feed the projections read, from the head (or from the position in Last-Event-ID or after: each event's SSE id is its position), " +
 			"with a comment every 15 s while idle. At most 16 streams are open at once (503 beyond).",
-		query:  []param{{name: "after", description: "Start strictly after this feed position (commit/prepare); default the head.", schema: schema{"type": "string", "maxLength": 64}}},
+		query:  []param{{name: "after", description: "Start strictly after this feed position (commit/prepare); default the head.", schema: withRule(schema{"type": "string", "pattern": positionPattern, "maxLength": 64}, "position")}},
 		status: http.StatusOK, stream: true, handler: s.streamEvents}
 }
 

@@ -25,6 +25,9 @@ import (
 // (aggregate.RenderView), which a GET sends as is.
 type tenantView = aggregate.View
 
+// entitlementsView is the entitlements answer, rendered by the projection.
+type entitlementsView = aggregate.EntitlementsView
+
 func view(t *aggregate.Tenant) tenantView { return aggregate.ViewOf(t) }
 
 // ---- headers ----

@@ -146,19 +146,31 @@ func tenantPath(ref string) string { return "/api/v1/tenants/" + url.PathEscape(
 // do sends one request and decodes a 2xx JSON answer into out; any other
 // answer is an *APIError.
 func (c *Client) do(ctx context.Context, method, path string, body any, ro ReadOptions, out any) error {
+	_, err := c.exchange(ctx, method, path, body, ro, nil, out)
+	return err
+}
+
+// exchange is do with extra request headers (name, value pairs), answering
+// the response's headers too.
+func (c *Client) exchange(ctx context.Context, method, path string, body any, ro ReadOptions, headers []string, out any) (http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return fmt.Errorf("%s %s: encode request: %w", method, path, err)
+			return nil, fmt.Errorf("%s %s: encode request: %w", method, path, err)
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	req.Header.Set("Accept", "application/json")
+	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i+1] != "" {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+	}
 	req.Header.Set("User-Agent", c.agent)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -169,28 +181,28 @@ func (c *Client) do(ctx context.Context, method, path string, body any, ro ReadO
 	if c.token != nil {
 		tok, err := c.token(ctx)
 		if err != nil {
-			return fmt.Errorf("%s %s: token: %w", method, path, err)
+			return nil, fmt.Errorf("%s %s: token: %w", method, path, err)
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	res, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer res.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
 	if err != nil {
-		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: read answer: %w", method, path, err)
 	}
 	if res.StatusCode < 200 || res.StatusCode > 299 {
 		apiErr := &APIError{Status: res.StatusCode, Method: method, Path: path}
 		if mt, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); strings.HasSuffix(mt, "json") {
 			_ = json.Unmarshal(data, apiErr) // a problem document; anything else leaves the status
 		}
-		return apiErr
+		return res.Header, apiErr
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+		return res.Header, fmt.Errorf("%s %s: decode answer: %w", method, path, err)
 	}
-	return nil
+	return res.Header, nil
 }

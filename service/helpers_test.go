@@ -20,6 +20,7 @@ import (
 
 	"github.com/tenancyhq/tenancy/eventstore"
 	"github.com/tenancyhq/tenancy/internal/auth"
+	"github.com/tenancyhq/tenancy/internal/contract"
 	"github.com/tenancyhq/tenancy/internal/logging"
 	"github.com/tenancyhq/tenancy/internal/natsserver"
 	"github.com/tenancyhq/tenancy/internal/pgtest"
@@ -68,6 +69,8 @@ type testService struct {
 	client *http.Client
 	logs   *logBuffer
 	nats   string
+	// contract checks every response against the served document.
+	contract *contract.Checker
 }
 
 // startService runs the service until the test ends. Provisioning is
@@ -124,6 +127,9 @@ func startService(t testing.TB, o serviceOptions) *testService {
 	go func() { done <- a.Run(runCtx) }()
 	s := &testService{t: t, app: a, base: "http://" + a.Addr(), logs: logs, nats: cfg.NATSURL, dbURL: cfg.DatabaseURL,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
+	if s.contract, err = contract.Fetch(s.client, s.base); err != nil {
+		t.Fatalf("the served document: %v", err)
+	}
 	t.Cleanup(func() {
 		stop()
 		select {
@@ -204,6 +210,9 @@ func (s *testService) do(tok, method, path string, body any, headers ...string) 
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
 		s.t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	for _, v := range s.contract.CheckResponse(req, res, b) {
+		s.t.Errorf("%s %s answered %d, which the document does not allow: %s\n%.300s", method, path, res.StatusCode, v, b)
 	}
 	return response{status: res.StatusCode, header: res.Header, body: b}
 }
