@@ -177,6 +177,16 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, f events
 // Head implements eventstore.FeedReader.
 func (s *Store) Head(ctx context.Context) (eventstore.Position, error) { return s.inner.Head(ctx) }
 
+// Identity implements eventstore.Identifier: the wrapped store's identity
+// (opening personal fields does not make another history).
+func (s *Store) Identity(ctx context.Context) (eventstore.Identity, error) {
+	idf, ok := s.inner.(eventstore.Identifier)
+	if !ok {
+		return eventstore.Identity{}, fmt.Errorf("event store %T has no identity", s.inner)
+	}
+	return idf.Identity(ctx)
+}
+
 // CountAfter passes through to the inner store (eventstore.CountAfter).
 func (s *Store) CountAfter(ctx context.Context, after eventstore.Position, f eventstore.Filter) (int64, error) {
 	return eventstore.CountAfter(ctx, s.inner, after, f)
