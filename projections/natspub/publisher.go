@@ -51,6 +51,8 @@ const (
 	DefaultSource = "tenancy"
 	// DefaultAckTimeout bounds the wait for a batch's acknowledgements.
 	DefaultAckTimeout = 10 * time.Second
+	// stallTimeout bounds the wait for the next acknowledgement of a batch.
+	stallTimeout = 3 * time.Second
 )
 
 // Options configure a Publisher. The zero value is usable.
@@ -189,10 +191,20 @@ func (p *Publisher) Apply(ctx context.Context, _ pgx.Tx, events []projections.Ev
 	// the new connection, or another replica takes over, within moments.
 	watch := time.NewTicker(50 * time.Millisecond)
 	defer watch.Stop()
+	// Acks that stop coming on a live connection (the stream's leader was
+	// lost and a new one elected: what was sent to the old one is never
+	// acknowledged) fail the batch after stallTimeout without one, rather
+	// than the whole AckTimeout; the re-sent copies are dropped by id.
+	stallAfter := min(stallTimeout, p.timeout)
+	stall := time.NewTimer(stallAfter)
+	defer stall.Stop()
 	duplicates := 0
 	for i := 0; i < len(futures); {
 		f := futures[i]
 		select {
+		case <-stall.C:
+			return fmt.Errorf("nats publisher: no acknowledgement for %s with %d of %d events not acknowledged: %w",
+				stallAfter, len(futures)-i, len(futures), projections.ErrUnavailable)
 		case <-watch.C:
 			if nc != nil && (!nc.IsConnected() || nc.Stats().Reconnects != reconnects) {
 				return fmt.Errorf("nats publisher: the connection to NATS dropped with %d of %d events not acknowledged: %w",
@@ -203,6 +215,7 @@ func (p *Publisher) Apply(ctx context.Context, _ pgx.Tx, events []projections.Ev
 			if ack.Duplicate {
 				duplicates++
 			}
+			stall.Reset(stallAfter)
 		case err := <-f.Err():
 			ev := events[i]
 			return p.publishError(fmt.Sprintf("publish event %s (%s)", ev.ID, ev.Position), err)
