@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -34,7 +35,27 @@ type natsCluster struct {
 	nodes []*natsNode
 }
 
+// startNATSCluster starts n nodes. Their ports are picked free before the
+// servers bind them, which another program on the machine (another test
+// run's harness) may do first; a cluster that does not come up is started
+// again on new ports, at most three times, each failure named with the
+// node's last log lines.
 func startNATSCluster(ctx context.Context, dir string, n int) (*natsCluster, error) {
+	var errs []error
+	for attempt := 1; attempt <= 3; attempt++ {
+		c, err := tryNATSCluster(ctx, filepath.Join(dir, fmt.Sprintf("nats-attempt-%d", attempt)), n)
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, fmt.Errorf("attempt %d: %w", attempt, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+func tryNATSCluster(ctx context.Context, dir string, n int) (*natsCluster, error) {
 	c := &natsCluster{}
 	for i := range n {
 		c.nodes = append(c.nodes, &natsNode{name: fmt.Sprintf("n%d", i+1), port: freePort(), clusterPort: freePort(),
@@ -46,9 +67,15 @@ func startNATSCluster(ctx context.Context, dir string, n int) (*natsCluster, err
 			return nil, err
 		}
 	}
-	if err := c.waitReady(ctx, 60*time.Second); err != nil {
+	if err := c.waitReady(ctx, 30*time.Second); err != nil {
+		var logs []string
+		for _, nd := range c.nodes {
+			b, _ := os.ReadFile(filepath.Join(nd.dir, "server.log"))
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			logs = append(logs, nd.name+": "+strings.Join(lines[max(0, len(lines)-3):], " | "))
+		}
 		c.stop()
-		return nil, err
+		return nil, fmt.Errorf("%w (server logs: %s)", err, strings.Join(logs, "; "))
 	}
 	return c, nil
 }
