@@ -322,6 +322,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		failures++
 		delay := r.backoff(failures)
 		if errors.Is(err, ErrUnavailable) {
+			// An unreachable target (NATS electing a stream leader, a
+			// database failing over) costs nothing to ask again: its
+			// recovery is noticed within unavailableRetry, not after a
+			// back-off grown to BackoffMax during the outage.
+			delay = min(delay, unavailableRetry)
 			r.log.Warn("projection target unavailable; retrying", "err", err, "retry_in", delay)
 		} else {
 			r.log.Error("projection stopped; restarting", "err", err, "retry_in", delay)
@@ -600,6 +605,10 @@ type applyError struct {
 
 func (e *applyError) Error() string { return "apply: " + e.err.Error() }
 func (e *applyError) Unwrap() error { return e.err }
+
+// unavailableRetry is the longest wait before retrying a target that was
+// unavailable.
+const unavailableRetry = 2 * time.Second
 
 // backoff is the jittered exponential wait before try n+1 (n >= 1).
 func (r *Runner) backoff(n int) time.Duration {
