@@ -67,8 +67,11 @@ func TestRunDrivesEveryOperationAndReportsWhatItSaw(t *testing.T) {
 	s := startServer(t, false)
 	var snaps []loadgen.Snapshot
 	var mu sync.Mutex
-	rep, err := loadgen.Run(context.Background(), loadgen.Config{BaseURL: s.base, Token: s.token, Duration: 2 * time.Second,
-		Concurrency: 4, Tenants: 4, NATSURL: s.nats}, func(sn loadgen.Snapshot) {
+	// Equal weights and 4 s: every operation is drawn many times even on a
+	// loaded machine (the default mix gives lists 1 draw in 20, and a 2 s
+	// run beside another make test drew none).
+	rep, err := loadgen.Run(context.Background(), loadgen.Config{BaseURL: s.base, Token: s.token, Duration: 4 * time.Second,
+		Concurrency: 4, Tenants: 4, NATSURL: s.nats, Mix: loadgen.Mix{Create: 1, Command: 1, Get: 1, List: 1, Evaluate: 1}}, func(sn loadgen.Snapshot) {
 		mu.Lock()
 		snaps = append(snaps, sn)
 		mu.Unlock()
