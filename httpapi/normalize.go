@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -178,8 +180,5 @@ func legacyReasonWords() []string {
 	for _, r := range aggregate.SuspensionReasons() {
 		out = append(out, string(r))
 	}
-	for _, w := range []string{"billing", "security", "abuse", "legal", "administrative", "voluntary", "scheduled"} {
-		out = append(out, w)
-	}
-	return out
+	return append(out, slices.Sorted(maps.Keys(legacySuspendReasons))...)
 }

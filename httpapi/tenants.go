@@ -89,8 +89,7 @@ func (s *Server) waitConsistent(c echo.Context) error {
 	}
 	// Not there yet: a token beyond the store's head was never handed out,
 	// and waiting for it would only end in a 503.
-	head, herr := s.deps.Head.Head(ctx)
-	if herr == nil && pos.Compare(head) > 0 {
+	if s.beyondHead(ctx, pos) {
 		return invalidField(field, "consistency_token_ahead",
 			"The consistency token is beyond the last event the store holds; send one this API returned in X-Consistency-Token.")
 	}
@@ -111,7 +110,7 @@ func (s *Server) readYourWrites(c echo.Context, want queries.Want) (*queries.Row
 	req := c.Request()
 	ctx := req.Context()
 	raw := c.Param("id")
-	if strings.EqualFold(req.Header.Get("Consistency"), "eventual") || req.Header.Get("X-Consistency-Token") != "" || c.QueryParam("consistent_with") != "" {
+	if eventual(c) || req.Header.Get("X-Consistency-Token") != "" || c.QueryParam("consistent_with") != "" {
 		return s.deps.Queries.GetRow(ctx, raw, want)
 	}
 	var (
